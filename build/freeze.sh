@@ -1,0 +1,42 @@
+#!/bin/sh
+# Freeze the service into one static executable: PyInstaller onefile, then staticx.
+#
+#   build/freeze.sh [OUTPUT]        (default dist/long-poll)
+#
+# PYTHON: the interpreter that has the project, PyInstaller and staticx installed (a venv).
+# PROFILE: "small" (default) or "fast" (see README, "Which build to pick").
+set -eu
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+PROFILE=${PROFILE:-small}
+out=${1:-dist/long-poll}
+work=build/work  # PyInstaller's work files; ignored by git, removed by `make clean`
+
+case "$PROFILE" in
+    # small: PyInstaller stores its archive uncompressed so that staticx's xz compresses
+    # everything once (xz on zlib output gains nothing): the smallest file, slower start.
+    small) zlib_level=0; staticx_flags="--strip" ;;
+    # fast: PyInstaller's zlib, no xz: a bigger file that starts about twice as fast.
+    fast) zlib_level=6; staticx_flags="--strip --no-compress" ;;
+    *) echo "freeze.sh: PROFILE must be small or fast, not '$PROFILE'" >&2; exit 2 ;;
+esac
+
+for tool in ldd objcopy strip patchelf readelf; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "freeze.sh: '$tool' is missing: apt-get install binutils patchelf (or: make binary-docker)" >&2
+        exit 1
+    }
+done
+
+mkdir -p "$(dirname "$out")" "$work"
+# 1. PyInstaller: the interpreter, the app and its libraries in one self-extracting file.
+PYINSTALLER_ZLIB_COMPRESSION_LEVEL=$zlib_level "$PYTHON" -m PyInstaller \
+    --noconfirm --clean --log-level WARN \
+    --distpath "$work/pyinstaller" --workpath "$work/pyinstaller-work" \
+    build/long-poll.spec
+# 2. staticx: bundle the C library and loader too, so that the file runs on an empty root.
+#    Written beside the target and renamed, so that a failed build leaves no half file.
+"$PYTHON" -m staticx $staticx_flags "$work/pyinstaller/long-poll" "$out.partial"
+chmod 0755 "$out.partial"  # staticx writes 0700; the image's non-root user must run it
+mv -f "$out.partial" "$out"
+echo "freeze.sh: built $out ($PROFILE, $(wc -c <"$out") bytes)"
