@@ -58,55 +58,48 @@ def _stop_event(logger: logging.Logger) -> asyncio.Event:
     return stop
 
 
-def _backoff(settings: Settings):
-    from longpoll.client import Backoff
+def _start_client(url: str, settings: Settings, logger: logging.Logger) -> asyncio.Task[None]:
+    from longpoll.client import Backoff, run_client
 
-    return Backoff(settings.backoff_initial, settings.backoff_max, random.Random(settings.seed))
+    backoff = Backoff(settings.backoff_initial, settings.backoff_max, random.Random(settings.seed))
+    return asyncio.create_task(
+        run_client(url, timeout=settings.client_timeout, backoff=backoff, logger=logger.getChild("client"))
+    )
+
+
+async def _stop_client(client: asyncio.Task[None]) -> None:
+    client.cancel()
+    await asyncio.gather(client, return_exceptions=True)
 
 
 async def serve(settings: Settings, logger: logging.Logger) -> int:
-    from longpoll.client import run_client
     from longpoll.server import create_app, raise_open_file_limit, start_server
 
     stop = _stop_event(logger)
-    soft, hard = raise_open_file_limit()
+    open_files, _ = raise_open_file_limit()
     app = create_app(settings, logger.getChild("server"))
     try:
         runner, port = await start_server(app)
     except OSError as exc:
-        logger.error("cannot listen", extra={"fields": {"host": settings.host, "port": settings.port, "error": exc.strerror or exc}})
+        fields = {"host": settings.host, "port": settings.port, "error": exc.strerror or str(exc)}
+        logger.error("cannot listen", extra={"fields": fields})
         return 1
-    logger.info(
-        "listening",
-        extra={"fields": {"url": f"http://{settings.host}:{port}/", "open_files": soft, "version": _version()}},
-    )
-    client = None
-    if settings.enable_client:
-        url = f"http://127.0.0.1:{port}/"
-        client = asyncio.create_task(
-            run_client(url, timeout=settings.client_timeout, backoff=_backoff(settings), logger=logger.getChild("client"))
-        )
+    fields = {"url": f"http://{settings.host}:{port}/", "open_files": open_files, "version": _version()}
+    logger.info("listening", extra={"fields": fields})
+    client = _start_client(f"http://127.0.0.1:{port}/", settings, logger) if settings.enable_client else None
     await stop.wait()
     if client is not None:
-        client.cancel()
-        await asyncio.gather(client, return_exceptions=True)
+        await _stop_client(client)
     await runner.cleanup()
     logger.info("stopped")
     return 0
 
 
 async def client_only(settings: Settings, logger: logging.Logger) -> int:
-    from longpoll.client import run_client
-
     stop = _stop_event(logger)
-    client = asyncio.create_task(
-        run_client(
-            settings.url, timeout=settings.client_timeout, backoff=_backoff(settings), logger=logger.getChild("client")
-        )
-    )
+    client = _start_client(settings.url, settings, logger)
     await stop.wait()
-    client.cancel()
-    await asyncio.gather(client, return_exceptions=True)
+    await _stop_client(client)
     logger.info("stopped")
     return 0
 

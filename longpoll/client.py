@@ -58,7 +58,7 @@ async def run_client(
             started = time.monotonic()
             try:
                 event = await _poll_once(session, url)
-            except (aiohttp.ClientError, asyncio.TimeoutError, RetryableAnswer) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RetryableAnswer) as exc:
                 delay = backoff.next_delay()
                 logger.warning(
                     "poll failed, retrying",
