@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh
 
 .DEFAULT_GOAL := run
-.PHONY: help run venv binary test test-fast images sizes bench clean
+.PHONY: help run venv binary test test-fast images sizes bench clean binary-docker up down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,8 +30,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 binary: $(BIN) ## Build dist/long-poll (PROFILE=small|fast)
 
+# Which toolchain builds $(BIN): this machine's (a freezable Python, binutils and patchelf),
+# or else the Dockerfiles' builder stage (needs only Docker): see binary-docker.
+HOST_TOOLS_OK := $(shell command -v ldd >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 && command -v strip >/dev/null 2>&1 && command -v readelf >/dev/null 2>&1 && command -v patchelf >/dev/null 2>&1 && echo yes)
+ifeq ($(if $(PYTHON),$(HOST_TOOLS_OK)),yes)
 $(BIN): $(STAMP) $(SOURCES)
+	@echo "binary: building on this machine with $(PYTHON) (PROFILE=$(PROFILE))"
 	PYTHON=$(VENV)/bin/python PROFILE=$(PROFILE) build/freeze.sh $@
+else
+$(BIN): $(SOURCES) pyproject.toml constraints.txt Dockerfile.multi.scratch
+	@echo "binary: no freezable Python or no binutils/patchelf here:"
+	-@build/find-python.sh >/dev/null
+	@echo "binary: building inside Docker's builder stage instead (make binary-docker)"
+	$(MAKE) binary-docker
+endif
 
 test: $(STAMP) $(BIN) ## Run the whole test suite (builds the binary first for its end-to-end tests)
 	$(VENV)/bin/python -m pytest
@@ -41,3 +53,28 @@ test-fast: $(STAMP) ## Run only the quick tests (no binary, no Docker)
 
 clean: ## Remove build output, work files and the virtual environment
 	rm -rf dist build/work $(VENV) .pytest_cache
+
+# --- Docker (see README, "Docker") ---------------------------------------------------------
+DOCKER ?= docker
+# The Dockerfiles `make images` and `make sizes` build (default: all six).
+DOCKERFILES ?= $(sort $(wildcard Dockerfile.single.* Dockerfile.multi.*))
+# `docker compose` (v2) when this docker has it, else docker-compose (v1).
+COMPOSE ?= $(shell $(DOCKER) compose version >/dev/null 2>&1 && echo "$(DOCKER) compose" || echo docker-compose)
+
+binary-docker: ## Build dist/long-poll inside the Dockerfiles' builder stage (needs only Docker)
+	PROFILE=$(PROFILE) DOCKER=$(DOCKER) scripts/docker-build.sh --binary $(BIN)
+
+images: ## Build the images, tagged long-poll:<Dockerfile> (DOCKERFILES=... to choose)
+	@failed=""; for f in $(DOCKERFILES); do \
+	    DOCKER=$(DOCKER) scripts/docker-build.sh "$$f" "long-poll:$$f" || failed="$$failed $$f"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "images: could not build:$$failed (no base image? scripts/make-stand-in-images.sh)" >&2; exit 1; fi
+
+sizes: ## Build the images and print their sizes, start times and memory (dist/image-sizes.*)
+	$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) scripts/image_sizes.py $(DOCKERFILES)
+
+up: ## Start server and client with docker compose (DOCKERFILE=... to switch; Ctrl-C stops)
+	$(COMPOSE) up --build
+
+down: ## Stop and remove what `make up` started
+	$(COMPOSE) down
