@@ -11,10 +11,10 @@ STAMP := $(VENV)/.installed
 SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh
 
 .DEFAULT_GOAL := run
-.PHONY: help run venv binary test test-fast images sizes bench clean binary-docker up down
+.PHONY: help run venv binary test test-fast images sizes bench lock clean binary-docker up down
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: $(BIN) ## Build the binary, then run server and client in one process (Ctrl-C stops)
 	ENABLE_CLIENT=true ./$(BIN)
@@ -50,6 +50,17 @@ test: $(STAMP) $(BIN) ## Run the whole test suite (builds the binary first for i
 
 test-fast: $(STAMP) ## Run only the quick tests (no binary, no Docker)
 	$(VENV)/bin/python -m pytest -m 'not binary and not docker'
+
+bench: $(BIN) ## Measure size, start-up, footprint, held polls, throughput (BENCH_ARGS=--quick; BENCH_JSON=path)
+	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
+
+lock: ## Re-pin every dependency in constraints.txt to its newest release (then run make test)
+	rm -rf build/work/lock-venv
+	$(PYTHON) -m venv build/work/lock-venv
+	build/work/lock-venv/bin/pip install --quiet '.[build,test]'
+	{ sed -n '/^#/p' constraints.txt; build/work/lock-venv/bin/pip freeze --exclude-editable | grep -v '^long-poll'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf build/work/lock-venv
 
 clean: ## Remove build output, work files and the virtual environment
 	rm -rf dist build/work $(VENV) .pytest_cache
