@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 from longpoll.settings import PROG, Settings, SettingsError, parse_settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_WINDOW = 0.2  # seconds within which a stop signal is a forwarded copy of the first
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -41,15 +42,25 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _stop_event(logger: logging.Logger) -> asyncio.Event:
-    """An event set by the first SIGTERM/SIGINT; the second one ends the process at once."""
+    """An event set by the first SIGTERM/SIGINT; a second one ends the process at once.
+
+    Copies of the first signal are not a second one: Ctrl-C in a terminal signals the whole
+    process group, and the staticx and PyInstaller parents forward it again, so the same
+    SIGINT arrives up to three times within milliseconds.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    first_at: list[float] = []
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        now = loop.time()
+        if first_at:
+            if now - first_at[0] < REPEAT_WINDOW:
+                return
             logger.warning("second signal, exiting now", extra={"fields": {"signal": name}})
             os._exit(128 + signum)
+        first_at.append(now)
         logger.info("stopping", extra={"fields": {"signal": name}})
         stop.set()
 

@@ -17,6 +17,7 @@ import time
 from aiohttp import web
 
 from longpoll.events import EVENTS, EventSource
+from longpoll.limits import HeaderTimeoutRunner
 from longpoll.settings import Settings
 
 
@@ -205,8 +206,11 @@ def create_app(settings: Settings, logger: logging.Logger, rng: random.Random | 
 def make_runner(app: web.Application) -> web.AppRunner:
     """A runner with the request limits from the settings and a short shutdown."""
     settings = app[SETTINGS]
-    return web.AppRunner(
+    # web.AppRunner plus a deadline for request heads and one-line 400s (longpoll/limits.py).
+    return HeaderTimeoutRunner(
         app,
+        header_timeout=settings.header_timeout,
+        logger=app[LOGGER],
         access_log=None,  # each handler logs one line per request outcome instead
         handler_cancellation=True,  # a client that goes away frees its held poll at once
         shutdown_timeout=SHUTDOWN_GRACE,

@@ -46,6 +46,7 @@ class Settings:
     max_held_polls: int = 20000
     max_field_size: int = 8190
     keepalive_timeout: float = 75.0
+    header_timeout: float = 10.0
 
     @property
     def client_timeout(self) -> float:
@@ -168,6 +169,9 @@ OPTIONS = (
            SERVE),
     Option("keepalive_timeout", "--keepalive-timeout", "LONGPOLL_KEEPALIVE_TIMEOUT", _number(0),
            "seconds an idle keep-alive connection is kept open", SERVE),
+    Option("header_timeout", "--header-timeout", "LONGPOLL_HEADER_TIMEOUT", _number(0, low_open=True),
+           "seconds a client has to send a complete request line and headers (beyond: 408, closed)",
+           SERVE),
 )
 
 DESCRIPTIONS = {
