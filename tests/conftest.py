@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -114,6 +116,28 @@ def wait_until_held(port: int, count: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"server holds {held} polls, expected {count}")
+
+
+async def hold_polls(port: int, count: int):
+    """Open `count` connections, each with a poll the server holds; return their streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    connections = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(count)))
+    for _, writer in connections:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    deadline = time.monotonic() + 20
+    while (held := json.loads((await asyncio.to_thread(get, port, "/healthz"))[2])["held_polls"]) < count:
+        assert time.monotonic() < deadline, f"only {held} polls held"
+        await asyncio.sleep(0.02)
+    return connections
+
+
+async def answer_of(reader: asyncio.StreamReader) -> bytes:
+    """The status line the held poll got, or what went wrong instead."""
+    try:
+        return await asyncio.wait_for(reader.readline(), 5)
+    except (ConnectionResetError, asyncio.TimeoutError) as exc:
+        return type(exc).__name__.encode()
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ import signal
 import sys
 import time
 
-import pytest
-
 from conftest import ROOT, ServiceProcess
 from longpoll.client import Backoff, run_client
 

@@ -9,10 +9,8 @@ never receives a signal it has no handler for: SIGHUP and SIGQUIT sent to it are
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, EmptyRoot, ServiceProcess, get
+from conftest import EmptyRoot, ServiceProcess, answer_of, get, hold_polls
 
 pytestmark = pytest.mark.binary
 
@@ -35,28 +33,6 @@ def tree(service: ServiceProcess) -> dict[str, int]:
     parent = int(Path(f"/proc/{staticx}/task/{staticx}/children").read_text().split()[0])
     python = int(Path(f"/proc/{parent}/task/{parent}/children").read_text().split()[0])
     return {"staticx": staticx, "pyinstaller": parent, "python": python}
-
-
-async def hold_polls(port: int, count: int):
-    """Open `count` connections, each with a poll the server holds; return their streams."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    connections = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(count)))
-    for _, writer in connections:
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    deadline = time.monotonic() + 20
-    while (held := json.loads((await asyncio.to_thread(get, port, "/healthz"))[2])["held_polls"]) < count:
-        assert time.monotonic() < deadline, f"only {held} polls held"
-        await asyncio.sleep(0.02)
-    return connections
-
-
-async def answer_of(reader: asyncio.StreamReader) -> bytes:
-    """The status line the held poll got, or what went wrong instead."""
-    try:
-        return await asyncio.wait_for(reader.readline(), 5)
-    except (ConnectionResetError, asyncio.TimeoutError) as exc:
-        return type(exc).__name__.encode()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
