@@ -12,6 +12,8 @@ elsewhere they are skipped when no Docker engine answers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -25,6 +27,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from conftest import answer_of, hold_polls
 
 pytestmark = pytest.mark.docker
 
@@ -74,6 +78,26 @@ def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes, s
         return response.status, response.read(), response.getheader("Content-Type", "")
     finally:
         connection.close()
+
+
+@contextlib.contextmanager
+def serving_container(image: str, *args: str, options: tuple[str, ...] = (), what: str = "/healthz"):
+    """Run `image` hardened with port 8000 published on 127.0.0.1; yield (name, port) once
+    /healthz answers; remove the container afterwards."""
+    name, port = unique("long-poll-test"), free_port()
+    docker("run", "--detach", "--name", name, *HARDENED, *options,
+           "--publish", f"127.0.0.1:{port}:8000", image, *args)
+    try:
+        def healthy():
+            try:
+                return http_get(port, "/healthz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 30, what=what)
+        yield name, port
+    finally:
+        docker("rm", "--force", name, check=False)
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -359,22 +383,10 @@ def test_scratch_image_holds_exactly_the_expected_files(scratch_image):
 
 @pytest.mark.parametrize("user", ["12345:12345", "65534:65534"])
 def test_scratch_image_runs_hardened_as_any_non_root_uid(scratch_image, user):
-    name, port = unique("long-poll-test-uid"), free_port()
-    docker("run", "--detach", "--name", name, *HARDENED, "--user", user,
-           "--publish", f"127.0.0.1:{port}:8000", scratch_image)
-    try:
-        def healthy():
-            try:
-                return http_get(port, "/healthz", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 30, what=f"/healthz as uid {user}")
+    with serving_container(scratch_image, options=("--user", user), what=f"/healthz as uid {user}") as (name, _):
         assert docker("exec", name, "/long-poll", "healthcheck").returncode == 0
         docker("stop", "--time", "10", name)
         assert docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
-    finally:
-        docker("rm", "--force", name, check=False)
 
 
 def test_tmp_that_is_missing_noexec_or_read_only_fails_with_a_clear_message(scratch_image):
@@ -391,22 +403,8 @@ def test_tmp_that_is_missing_noexec_or_read_only_fails_with_a_clear_message(scra
 
 def test_docker_stop_answers_a_thousand_held_polls_and_exits_0(scratch_image):
     """SIGTERM to the container's PID 1 (staticx): every held poll gets its 304, exit 0."""
-    import asyncio
-
-    from conftest import answer_of, hold_polls
-
-    name, port = unique("long-poll-test-held"), free_port()
-    docker("run", "--detach", "--name", name, *HARDENED, "--publish", f"127.0.0.1:{port}:8000", scratch_image,
-           "--immediate-ratio", "0", "--min-delay", "30", "--max-delay", "30", "--timeout", "60")
-    try:
-        def healthy():
-            try:
-                return http_get(port, "/healthz", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 30, what="/healthz")
-
+    hold = ("--immediate-ratio", "0", "--min-delay", "30", "--max-delay", "30", "--timeout", "60")
+    with serving_container(scratch_image, *hold) as (name, port):
         async def scenario():
             connections = await hold_polls(port, 1000)
             started = time.monotonic()
@@ -422,5 +420,3 @@ def test_docker_stop_answers_a_thousand_held_polls_and_exits_0(scratch_image):
         assert docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
         assert took < 3, f"docker stop took {took:.2f} s"
         print(f"docker stop with 1,000 held polls: all answered 304, exit 0, {took:.2f} s")
-    finally:
-        docker("rm", "--force", name, check=False)
