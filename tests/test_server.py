@@ -106,17 +106,26 @@ async def test_shutdown_answers_every_held_poll_with_304(make_client):
     assert [r.status for r in responses] == [304] * 5
 
 
-async def test_held_polls_release_and_cancellation():
+async def hold(held: HeldPolls, delay: float) -> bool:
+    """What the poll handler does with HeldPolls."""
+    try:
+        return await held.wait(delay)
+    finally:
+        held.done()
+
+
+async def test_held_polls_time_out_release_and_cancellation():
     held = HeldPolls(limit=2)
-    waiter = asyncio.create_task(held.hold(10))
+    assert await hold(held, 0.01) is True  # the delay ran out
+    waiter = asyncio.create_task(hold(held, 10))
     await asyncio.sleep(0)
     assert len(held) == 1 and not held.full
     held.release_all()
     assert await waiter is False
     assert len(held) == 0
-    assert await held.hold(10) is False  # after shutdown: answered at once
+    assert await hold(held, 10) is False  # after shutdown: answered at once
     other = HeldPolls(limit=1)
-    task = asyncio.create_task(other.hold(10))
+    task = asyncio.create_task(hold(other, 10))
     await asyncio.sleep(0)
     assert other.full
     task.cancel()
