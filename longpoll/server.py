@@ -96,6 +96,7 @@ SOURCE = web.AppKey("source", EventSource)
 POLLS = web.AppKey("polls", HeldPolls)
 LOGGER = web.AppKey("logger", logging.Logger)
 ALLOWED = web.AppKey("allowed", dict)  # path -> its Allow header, for 405 answers
+RESPONSES = web.AppKey("responses", dict)  # status -> answers sent, for /metrics
 
 
 async def poll(request: web.Request) -> web.StreamResponse:
@@ -135,6 +136,8 @@ async def not_routed(request: web.Request) -> web.StreamResponse:
     """Every other path or method: a JSON 404, or a JSON 405 with Allow for a known path."""
     started = time.monotonic()
     allowed = request.app[ALLOWED].get(request.path)
+    if not allowed and request.path.startswith("/events/") and "/" not in request.path[8:]:
+        allowed = request.app[ALLOWED].get("/events/{channel}")
     if allowed:
         response = _json_error(405, "method not allowed", {"Allow": allowed})
     else:
@@ -152,6 +155,9 @@ def _logged(request: web.Request, started: float, outcome: str, response: web.St
 
 
 def _log_request(request: web.Request, started: float, status: int, outcome: str) -> None:
+    if status:
+        counts = request.app[RESPONSES]
+        counts[status] = counts.get(status, 0) + 1
     request.app[LOGGER].info(
         "request",
         extra={
@@ -177,15 +183,20 @@ def create_app(settings: Settings, logger: logging.Logger, rng: random.Random | 
     app[SETTINGS] = settings
     app[LOGGER] = logger
     app[POLLS] = HeldPolls(settings.max_held_polls)
+    app[RESPONSES] = {}
+    rng = rng if rng is not None else random.Random(settings.seed)
     app[SOURCE] = EventSource(
         immediate_ratio=settings.immediate_ratio,
         min_delay=settings.min_delay,
         max_delay=settings.max_delay,
         timeout=settings.timeout,
-        rng=rng if rng is not None else random.Random(settings.seed),
+        rng=rng,
     )
     app.router.add_get("/", poll)
     app.router.add_get("/healthz", healthz)
+    from longpoll.events_api import add_event_routes  # it imports this module's helpers
+
+    add_event_routes(app, settings, rng)
     app[ALLOWED] = {
         routed.canonical: ",".join(sorted({route.method for route in routed}))
         for routed in app.router.resources()

@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from longpoll import __version__
+from longpoll.stream import CHANNEL_NAME, CHANNEL_RULE
 
 PROG = "long-poll"
 COMMANDS = ("serve", "client", "healthcheck")
@@ -47,6 +48,14 @@ class Settings:
     max_field_size: int = 8190
     keepalive_timeout: float = 75.0
     header_timeout: float = 10.0
+    retention_count: int = 1000
+    retention_seconds: float = 300.0
+    max_channels: int = 1000
+    max_event_bytes: int = 65536
+    max_poll_timeout: float = 30.0
+    publish_demo: str = ""
+    follow: str = ""
+    cursor: int | None = None
 
     @property
     def client_timeout(self) -> float:
@@ -111,6 +120,12 @@ def _host(text: str) -> str:
     return text
 
 
+def _channel_or_empty(text: str) -> str:
+    if text and not CHANNEL_NAME.fullmatch(text):
+        raise ValueError(f"must be a channel name matching {CHANNEL_RULE} (or empty: off)")
+    return text
+
+
 def _url(text: str) -> str:
     parts = urlsplit(text)
     # http only: the frozen binary carries no TLS library (see build/long-poll.spec).
@@ -133,6 +148,7 @@ class Option:
     convert: Callable[[str], object]
     help: str
     commands: tuple[str, ...]
+    shown: str | None = None  # the default as --help shows it, when not the value itself
 
 
 SERVE, CLIENT, HEALTH = ("serve",), ("client",), ("healthcheck",)
@@ -172,6 +188,25 @@ OPTIONS = (
     Option("header_timeout", "--header-timeout", "LONGPOLL_HEADER_TIMEOUT", _number(0, low_open=True),
            "seconds a client has to send a complete request line and headers (beyond: 408, closed)",
            SERVE),
+    Option("retention_count", "--retention-count", "LONGPOLL_RETENTION_COUNT", _integer(1, 10**7),
+           "events kept per channel for readers that fall behind", SERVE),
+    Option("retention_seconds", "--retention-seconds", "LONGPOLL_RETENTION_SECONDS",
+           _number(0, low_open=True), "seconds an event is kept", SERVE),
+    Option("max_channels", "--max-channels", "LONGPOLL_MAX_CHANNELS", _integer(1, 10**7),
+           "channels that can exist at once (beyond: 422)", SERVE),
+    Option("max_event_bytes", "--max-event-bytes", "LONGPOLL_MAX_EVENT_BYTES", _integer(2, 1 << 24),
+           "largest published event body in bytes (beyond: 413)", SERVE),
+    Option("max_poll_timeout", "--max-poll-timeout", "LONGPOLL_MAX_POLL_TIMEOUT", _number(0, low_open=True),
+           "longest hold of GET /events, seconds (plus up to 10 %% jitter); also its default", SERVE),
+    Option("publish_demo", "--publish-demo", "LONGPOLL_PUBLISH_DEMO", _channel_or_empty,
+           "publish random demo events to this channel at the demo's rhythm (empty: off)", SERVE,
+           shown="empty: off"),
+    Option("follow", "--follow", "LONGPOLL_FOLLOW", _channel_or_empty,
+           "follow this channel of GET /events and print its events as JSON lines", CLIENT,
+           shown="empty: poll GET /"),
+    Option("cursor", "--cursor", "LONGPOLL_CURSOR", _integer(0, 2**63 - 1),
+           "with --follow: the cursor to start from (0: oldest retained)", CLIENT,
+           shown="new events only"),
 )
 
 DESCRIPTIONS = {
@@ -206,7 +241,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                 option.flag,
                 dest=option.field,
                 metavar=option.env,
-                help=f"{option.help} (env {option.env}, default {_show(default)})",
+                help=f"{option.help} (env {option.env}, default {option.shown or _show(default)})",
             )
     return parser
 
