@@ -69,10 +69,17 @@ def _stop_event(logger: logging.Logger) -> asyncio.Event:
     return stop
 
 
-def _start_client(url: str, settings: Settings, logger: logging.Logger) -> asyncio.Task[None]:
+def _start_client(url: str, settings: Settings, logger: logging.Logger, follow: str = "") -> asyncio.Task[None]:
     from longpoll.client import Backoff, run_client
 
     backoff = Backoff(settings.backoff_initial, settings.backoff_max, random.Random(settings.seed))
+    if follow:
+        from longpoll.follow import follow as follow_channel
+
+        return asyncio.create_task(
+            follow_channel(url, follow, cursor=settings.cursor, timeout=settings.timeout, backoff=backoff,
+                           logger=logger.getChild("client"))
+        )
     return asyncio.create_task(
         run_client(url, timeout=settings.client_timeout, backoff=backoff, logger=logger.getChild("client"))
     )
@@ -97,7 +104,9 @@ async def serve(settings: Settings, logger: logging.Logger) -> int:
         return 1
     fields = {"url": f"http://{settings.host}:{port}/", "open_files": open_files, "version": _version()}
     logger.info("listening", extra={"fields": fields})
-    client = _start_client(f"http://127.0.0.1:{port}/", settings, logger) if settings.enable_client else None
+    client = None
+    if settings.enable_client:  # with --publish-demo, the client follows that channel instead of GET /
+        client = _start_client(f"http://127.0.0.1:{port}/", settings, logger, follow=settings.publish_demo)
     await stop.wait()
     if client is not None:
         await _stop_client(client)
@@ -108,7 +117,7 @@ async def serve(settings: Settings, logger: logging.Logger) -> int:
 
 async def client_only(settings: Settings, logger: logging.Logger) -> int:
     stop = _stop_event(logger)
-    client = _start_client(settings.url, settings, logger)
+    client = _start_client(settings.url, settings, logger, follow=settings.follow)
     await stop.wait()
     await _stop_client(client)
     logger.info("stopped")

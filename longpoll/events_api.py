@@ -170,7 +170,7 @@ async def read_events(request: web.Request) -> web.StreamResponse:
     except BadParameter as exc:
         return _refused(request, started, exc.status, str(exc), exc.limit)
     except CursorAhead as exc:
-        return _refused(request, started, 400, str(exc), "cursor")
+        return _refused(request, started, 400, str(exc), "cursor", epoch=stream.epoch)
     except CursorGone as exc:
         return _refused(
             request, started, 410, str(exc), "--retention-count/--retention-seconds",
