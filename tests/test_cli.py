@@ -82,3 +82,33 @@ def test_port_in_use_is_a_clear_error(source_service):
 def test_python_m_longpoll_version():
     result = subprocess.run([sys.executable, "-m", "longpoll", "--version"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("long-poll ")
+
+
+def test_publish_demo_with_enable_client_follows_the_demo_channel(source_service):
+    service = source_service(
+        "--port", "0", "--timeout", "0.5", "--min-delay", "0.05", "--max-delay", "0.2", "--publish-demo", "demo",
+        env={"ENABLE_CLIENT": "true"},
+    )  # fmt: skip
+    service.wait_for_line(r"client: following url=http://127.0.0.1:\d+/events/demo")
+    service.wait_for_line(r'^\{"channel":"demo","id":3,"time":[0-9.]+,"data":\{"event":"(empty|full|new|removed)"\}\}$')
+    assert service.count("poll failed") == 0
+    service.send(signal.SIGTERM)
+    assert service.wait(timeout=2) == 0
+
+
+def test_client_follow_prints_events_from_a_cursor(source_service):
+    server = source_service("--port", "0")
+    port = server.port()
+    import http.client
+    import json
+
+    for i in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("POST", "/events/news", body=json.dumps({"i": i}))
+        assert connection.getresponse().status == 201
+        connection.close()
+    client = source_service("client", "--url", f"http://127.0.0.1:{port}/", "--follow", "news", "--cursor", "1", "--timeout", "1")
+    client.wait_for_line(r'^\{"channel":"news","id":3,.*"data":\{"i":2\}\}$')
+    assert client.count(r'"id":1,') == 0 and client.count(r'"id":2,') == 1
+    client.send(signal.SIGTERM)
+    assert client.wait(timeout=2) == 0

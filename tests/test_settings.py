@@ -79,3 +79,30 @@ def test_help_and_version_exit_0(command, capsys):
 def test_abbreviated_flags_are_not_guessed():
     with pytest.raises(SettingsError):
         parse_settings(["--por", "1"], {})
+
+
+def test_event_stream_settings_from_flags_and_environment():
+    env = {"LONGPOLL_RETENTION_COUNT": "50", "LONGPOLL_MAX_POLL_TIMEOUT": "2.5", "LONGPOLL_PUBLISH_DEMO": "demo"}
+    settings = parse_settings(["--max-channels", "7", "--max-event-bytes", "100", "--retention-seconds", "9"], env)
+    assert (settings.retention_count, settings.max_poll_timeout, settings.publish_demo) == (50, 2.5, "demo")
+    assert (settings.max_channels, settings.max_event_bytes, settings.retention_seconds) == (7, 100, 9.0)
+    client = parse_settings(["client", "--follow", "news", "--cursor", "12"], {})
+    assert (client.follow, client.cursor) == ("news", 12)
+    assert parse_settings(["client"], {}).cursor is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--publish-demo", "a b"], "--publish-demo='a b' must be a channel name matching"),
+        (["client", "--follow", "x/y"], "--follow='x/y' must be a channel name"),
+        (["client", "--cursor", "-1"], "--cursor='-1' must be between 0 and"),
+        (["--max-poll-timeout", "0"], "--max-poll-timeout='0' must be greater than 0"),
+        (["--retention-count", "0"], "--retention-count='0' must be between 1 and"),
+        (["--max-channels", "x"], "--max-channels='x' is not a whole number"),
+    ],
+)
+def test_bad_event_stream_values_raise_one_line(argv, message):
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(argv, {})
+    assert message in str(caught.value)
