@@ -133,3 +133,47 @@ def test_runs_as_any_unprivileged_uid(empty_root):
     other = empty_root.argv("--version", uid=12345)
     assert subprocess.run(other, env={}, capture_output=True, timeout=30).returncode == 0
     assert os.listdir(empty_root.path / "tmp") == []
+
+
+def post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_events_publish_read_by_cursor_410_and_follow(empty_root):
+    service = empty_root.start("--port", "0", "--retention-count", "3", "--max-poll-timeout", "1")
+    port = service.port()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = pool.submit(get, port, "/events/news?cursor=0")
+        wait_until_held(port, 1)
+        status, body = post(port, "/events/news", b'{"n": 0}')
+        assert status == 201 and json.loads(body)["id"] == 1
+        status, _, body = held.result(timeout=5)
+    answer = json.loads(body)
+    assert status == 200 and [e["data"] for e in answer["events"]] == [{"n": 0}] and answer["cursor"] == 1
+    for n in range(1, 5):
+        assert post(port, "/events/news", json.dumps({"n": n}).encode())[0] == 201
+    status, _, body = get(port, "/events/news?cursor=0")
+    assert status == 410 and json.loads(body)["oldest_cursor"] == 2
+    status, _, body = get(port, "/events?channel=news&cursor=3")
+    assert status == 200 and [e["id"] for e in json.loads(body)["events"]] == [4, 5]
+    status, _, body = get(port, "/events/news?cursor=5&timeout=0.2")
+    assert status == 200 and json.loads(body)["events"] == [] and json.loads(body)["cursor"] == 5
+    status, headers, body = get(port, "/metrics")
+    assert status == 200 and "longpoll_events_published_total 5" in body.decode()
+    client = empty_root.start("client", "--url", f"http://127.0.0.1:{port}/", "--follow", "news", "--cursor", "0", "--timeout", "1")
+    client.wait_for_line(r"missed 2 events")
+    client.wait_for_line(r'^\{"channel":"news","id":5,')
+    assert client.count(r'^\{"channel":"news","id":') == 3
+    client.send(signal.SIGTERM)
+    assert client.wait(timeout=5) == 0
+    service.send(signal.SIGTERM)
+    assert service.wait(timeout=5) == 0
+    assert empty_root.tmp_entries() == []
