@@ -51,7 +51,7 @@ test: $(STAMP) $(BIN) ## Run the whole test suite (builds the binary first for i
 test-fast: $(STAMP) ## Run only the quick tests (no binary, no Docker)
 	$(VENV)/bin/python -m pytest -m 'not binary and not docker'
 
-bench: $(BIN) ## Measure size, start-up, footprint, held polls, throughput (BENCH_ARGS=--quick; BENCH_JSON=path)
+bench: $(BIN) ## Measure size, start-up, footprint, held polls, throughput, events (BENCH_ARGS=--quick; BENCH_JSON=path)
 	$(VENV)/bin/python scripts/bench.py $(BENCH_ARGS)
 
 lock: ## Re-pin every dependency in constraints.txt to its newest release (then run make test)

@@ -15,7 +15,10 @@ the same server run from source (`python -m longpoll`, this interpreter).
    extracted into its temp dir (a tmpfs: those bytes are memory too);
 4. held polls: N concurrent long polls from a separate process (scripts/bench_load.py), all held
    at once, all answered, zero errors; RSS growth per held poll;
-5. throughput with immediate answers: wrk, 64 connections, 10 s; requests/s, p50 and p99.
+5. throughput with immediate answers: wrk, 64 connections, 10 s; requests/s, p50 and p99;
+6. events: 10,000 pollers following 100 channels of GET /events while 1,000 events/s are
+   published for 10 s (scripts/bench_events_load.py); delivery latency from publish to
+   receipt p50/p99, every delivery checked (no loss, no duplicate, no gap), and the server's RSS.
 
 As root (the normal case, and CI), the binary runs as the tests run it: alone in an empty root
 directory with a tmpfs /tmp, as user 65534, in its own PID and mount namespaces. Without root it
@@ -44,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = Path(__file__).resolve().with_name("bench_load.py")
+EVENTS_LOAD = Path(__file__).resolve().with_name("bench_events_load.py")
 DEFAULT_BINARY = ROOT / "dist" / "long-poll"
 DEFAULT_JSON = ROOT / "dist" / "bench.json"
 IMAGE = "long-poll:scratch"
@@ -51,7 +55,7 @@ IMAGE_ALIASES = ("long-poll:Dockerfile.multi.scratch",)  # the same image as `ma
 IMAGE_DOCKERFILE = "Dockerfile.multi.scratch"
 GO_IMAGE_MB = 7.1  # the Go original's scratch image, from its write-up
 MB = 1_000_000
-FIGURES = ("size", "start", "footprint", "held", "throughput")
+FIGURES = ("size", "start", "footprint", "held", "throughput", "events")
 
 
 # ---------------------------------------------------------------- small helpers
@@ -471,6 +475,37 @@ def fmt_ratio(r: float | None) -> str:
     return "n/a" if r is None else f"{r:.2f}×"
 
 
+def figure_events(binary: Path, workdir: Path, pollers: int, channels: int, rate: int, seconds: float) -> dict:
+    """The binary under the events load; RSS sampled every 0.2 s while the load runs."""
+    args = ["--max-held-polls", str(pollers + 1000), "--max-channels", str(max(1000, channels))]
+    with Service("binary", binary, workdir, args) as service:
+        service.wait_healthy()
+        time.sleep(0.5)
+        idle = memory(service.python_pid())
+        argv = [
+            sys.executable, str(EVENTS_LOAD), "--port", str(service.port), "--pollers", str(pollers),
+            "--channels", str(channels), "--rate", str(rate), "--seconds", str(seconds),
+            "--processes", str(max(1, min(4, (os.cpu_count() or 2) - 1))), "--grace", str(min(5.0, 2 + seconds / 5)),
+        ]  # fmt: skip
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak = dict(idle)
+        deadline = time.monotonic() + seconds + 180
+        while load.poll() is None and time.monotonic() < deadline:
+            now = memory(service.python_pid())
+            if now.get("rss", 0) > peak.get("rss", 0):
+                peak = now
+            time.sleep(0.2)
+        if load.poll() is None:
+            load.kill()
+        out, err = load.communicate(timeout=30)
+        lines = out.strip().splitlines()
+        try:
+            result = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            return {"status": f"load failed: {(out + err)[-500:]}"}
+    return {"status": "ok", **result, "idle_rss": idle.get("rss"), "peak_rss": peak.get("rss"), "load_exit": load.returncode}
+
+
 def markdown(report: dict) -> str:
     rows = ["| figure | binary | reference: from source | ratio |", "|---|---|---|---|"]
     size = report.get("size")
@@ -514,6 +549,17 @@ def markdown(report: dict) -> str:
             rows.append(f"| latency p99 | {fmt_stats(b['p99_ms'], ' ms', 1, 2)} | {fmt_stats(s['p99_ms'], ' ms', 1, 2)} | {fmt_ratio(ratio(b['p99_ms']['median'], s['p99_ms']['median']))} |")
             if b["errors"] or s["errors"]:
                 rows.append(f"| wrk errors (non-2xx/3xx, socket) | {b['errors']} | {s['errors']} | |")
+    ev = report.get("events")
+    if ev:
+        if ev.get("status") != "ok":
+            rows.append(f"| events | {ev['status']} | | |")
+        else:
+            label = f"{ev['pollers']:,} pollers on {ev['channels']} channels, {ev['rate']:,} events/s for {ev['seconds']:g} s"
+            ok = "all delivered once, in order" if not (ev["missing"] or ev["duplicates"] or ev["gaps"] or ev["errors"]) else (
+                f"{ev['missing']} missing, {ev['duplicates']} duplicates, {ev['gaps']} gaps, errors {ev['errors']}")
+            rows.append(f"| events ({label}): delivery latency p50 / p99 | {ev['p50_ms']} ms / {ev['p99_ms']} ms; {ev['delivered']:,} deliveries, {ok} | not measured | |")
+            rows.append(f"| … publish rate achieved ({ev['publishers']:,} publishers, each waiting for its 201) | {ev['achieved_rate']} events/s ({ev['published']:,} in {ev['publish_seconds']} s) | | |")
+            rows.append(f"| … server RSS idle → peak under that load | {(ev['idle_rss'] or 0) / MB:.1f} MB → {(ev['peak_rss'] or 0) / MB:.1f} MB | not measured | |")
     m = report["machine"]
     head = (
         f"long-poll benchmark, {report['date']}: {m['cpus']} CPUs, {m['memory_gb']} GB, {m['system']}, "
@@ -551,6 +597,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk-runs", type=int, help="wrk runs per build (default 3, quick 1)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds idle before the footprint is read (default 1)")
+    parser.add_argument("--event-pollers", type=int, help="events figure: pollers (default 10000, quick 1000)")
+    parser.add_argument("--event-channels", type=int, default=100, help="events figure: channels (default 100)")
+    parser.add_argument("--event-rate", type=int, help="events figure: events published per second (default 1000, quick 200)")
+    parser.add_argument("--event-seconds", type=float, help="events figure: seconds of publishing (default 10, quick 3)")
     parser.add_argument("--skip", default="", help=f"figures to leave out, comma-separated: {','.join(FIGURES)}")
     parser.add_argument("--build-image", action="store_true", help=f"build {IMAGE} if it does not exist (needs Docker)")
     parser.add_argument("--json", type=Path, default=Path(os.environ.get("BENCH_JSON") or DEFAULT_JSON), help="where the JSON goes (default $BENCH_JSON or dist/bench.json)")
@@ -559,6 +609,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.held_runs = args.held_runs or (1 if args.quick else 3)
     args.wrk_seconds = args.wrk_seconds or (3 if args.quick else 10)
     args.wrk_runs = args.wrk_runs or (1 if args.quick else 3)
+    args.event_pollers = args.event_pollers or (1000 if args.quick else 10000)
+    args.event_rate = args.event_rate or (200 if args.quick else 1000)
+    args.event_seconds = args.event_seconds or (3.0 if args.quick else 10.0)
     try:
         args.poll_sizes = [int(n.replace("_", "")) for n in (args.polls or ("1000" if args.quick else "1000,10000")).split(",") if n]
     except ValueError:
@@ -575,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     if not binary.is_file():
         print(f"bench: {binary} does not exist: run `make binary` first", file=sys.stderr)
         return 2
-    needed = max(args.poll_sizes, default=0) + 256
+    needed = max([*args.poll_sizes, args.event_pollers if "events" not in args.skip else 0]) + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:  # the servers inherit this limit (and raise their soft limit to the hard one)
         try:
@@ -610,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
             report["held_polls"] = figure_held(binary, workdir, args.poll_sizes, args.held_runs, args.hold_seconds)
         if "throughput" not in args.skip:
             report["throughput"] = figure_throughput(binary, workdir, args.wrk_runs, args.wrk_seconds, args.connections)
+        if "events" not in args.skip:
+            report["events"] = figure_events(binary, workdir, args.event_pollers, args.event_channels, args.event_rate, args.event_seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = markdown(report)
@@ -621,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = [e["polls"] for e in report.get("held_polls", []) if e["binary"]["errors"] or not e["binary"]["all_held_at_once"]]
     if failed:
         print(f"bench: held polls failed for N = {failed}", file=sys.stderr)
+        return 1
+    ev = report.get("events")
+    if ev and (ev.get("status") != "ok" or ev["missing"] or ev["duplicates"] or ev["gaps"]):
+        print("bench: events were lost, duplicated or out of order, or the load failed", file=sys.stderr)
         return 1
     return 0
 

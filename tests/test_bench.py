@@ -75,6 +75,21 @@ def test_options():
         bench.parse_args(["--skip", "nonsense"])
 
 
+def test_events_load_generator_against_the_source(source_service):
+    """bench_events_load.py: pollers on channels get every published event once, in order."""
+    service = source_service("--port", "0")
+    port = service.port()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_events_load.py"), "--port", str(port), "--pollers", "30",
+         "--channels", "3", "--rate", "60", "--seconds", "1", "--processes", "2", "--grace", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["published"] == 60 and result["expected_deliveries"] == result["delivered"] == 600
+    assert result["missing"] == result["duplicates"] == result["gaps"] == 0
+
+
 def test_load_generator_against_the_source(source_service):
     """bench_load.py: N polls held at once, all answered, a JSON summary."""
     service = source_service("--port", "0", "--immediate-ratio", "0", "--min-delay", "0.5", "--max-delay", "0.5", "--timeout", "0.5")
@@ -98,6 +113,7 @@ def test_smoke_run(binary, tmp_path):
         sys.executable, "scripts/bench.py", "--binary", str(binary), "--runs", "1", "--polls", "50",
         "--held-runs", "1", "--hold-seconds", "1", "--wrk-seconds", "1", "--wrk-runs", "1",
         "--connections", "4", "--settle", "0.2",
+        "--event-pollers", "40", "--event-channels", "4", "--event-rate", "40", "--event-seconds", "1",
     ]  # fmt: skip
     env = {**os.environ, "BENCH_JSON": str(out)}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -116,6 +132,11 @@ def test_smoke_run(binary, tmp_path):
     assert held["polls"] == 50
     for kind in ("binary", "source"):
         assert held[kind]["errors"] == 0 and held[kind]["all_held_at_once"] and held[kind]["all_answered"]
+    events = report["events"]
+    assert events["status"] == "ok" and events["connected"] == 40 and events["published"] == 40
+    assert events["delivered"] == events["expected_deliveries"] == 400
+    assert events["missing"] == events["duplicates"] == events["gaps"] == 0 and events["errors"] == {}
+    assert events["p50_ms"] is not None and events["peak_rss"] > 0
     if shutil.which("wrk"):
         assert report["throughput"]["binary"]["rps"]["median"] > 0
     else:
