@@ -72,6 +72,10 @@ def _timeout_param(text: str | None, cap: float) -> float:
     return min(value, cap)
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def publish(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     app = request.app
@@ -93,8 +97,8 @@ async def publish(request: web.Request) -> web.StreamResponse:
     if len(body) > most:
         return _refused(request, started, 413, f"event body over {most} bytes", "--max-event-bytes")
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, NaN/Infinity, or nested too deep
         return _refused(request, started, 400, "body must be one JSON value", "body")
     try:
         event_id, _ = stream.publish(name, data)

@@ -116,8 +116,7 @@ class EventStream:
         event_id = channel.head
         encoded = json.dumps(
             {"channel": name, "id": event_id, "time": round(now, 6), "data": data},
-            separators=(",", ":"),
-            ensure_ascii=False,
+            separators=(",", ":"),  # ASCII: a lone surrogate in the input cannot break encoding
         ).encode()
         channel.events.append((event_id, now, encoded))
         self._trim(channel, now)

@@ -167,6 +167,22 @@ async def test_publish_limits_name_the_flag(make_client):
     assert wrong.status == 405 and set(wrong.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
 
 
+@pytest.mark.parametrize(
+    "body", [b"", b"NaN", b"[Infinity]", b"[" * 100000 + b"]" * 100000, b"\xff\xfe", b'{"a": 1} x'],
+)
+async def test_hostile_bodies_are_400_not_500(make_client, body):
+    client = await make_client(max_event_bytes=300000)
+    response = await client.post("/events/a", data=body)
+    assert response.status == 400 and (await response.json())["limit"] == "body"
+
+
+async def test_any_unicode_round_trips(make_client):
+    client = await make_client()
+    await client.post("/events/a", data='["é", "\\ud800", "😀"]'.encode())
+    body = await (await client.get("/events/a?cursor=0")).json()
+    assert body["events"][0]["data"] == ["é", "\ud800", "😀"]
+
+
 async def test_held_event_polls_count_and_are_answered_at_shutdown(make_client):
     client = await make_client(max_held_polls=2)
     polls = [asyncio.ensure_future(client.get("/events/a?timeout=30")) for _ in range(2)]
