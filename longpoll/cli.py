@@ -85,6 +85,19 @@ def _start_client(url: str, settings: Settings, logger: logging.Logger, follow: 
     )
 
 
+def _ignore_stop_signals() -> None:
+    """Once stopped, copies of the stop signal are ignored until the process exits.
+
+    The staticx and PyInstaller parents forward the signal again, and a copy can arrive after
+    the loop has put back Python's default SIGINT handler: a KeyboardInterrupt then, during
+    interpreter exit, ends the process by SIGINT instead of status 0.
+    """
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+
+
 async def _stop_client(client: asyncio.Task[None]) -> None:
     client.cancel()
     await asyncio.gather(client, return_exceptions=True)
@@ -112,6 +125,7 @@ async def serve(settings: Settings, logger: logging.Logger) -> int:
         await _stop_client(client)
     await runner.cleanup()
     logger.info("stopped")
+    _ignore_stop_signals()
     return 0
 
 
@@ -121,6 +135,7 @@ async def client_only(settings: Settings, logger: logging.Logger) -> int:
     await stop.wait()
     await _stop_client(client)
     logger.info("stopped")
+    _ignore_stop_signals()
     return 0
 
 
