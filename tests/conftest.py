@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -17,6 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+from longpoll.logsetup import configure_logging
+from longpoll.server import create_app
+from longpoll.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "dist" / "long-poll"
@@ -138,6 +144,24 @@ async def answer_of(reader: asyncio.StreamReader) -> bytes:
         return await asyncio.wait_for(reader.readline(), 5)
     except (ConnectionResetError, asyncio.TimeoutError) as exc:
         return type(exc).__name__.encode()
+
+
+@pytest.fixture
+def log_stream():
+    """Where the app under test logs, to assert on its lines."""
+    return io.StringIO()
+
+
+@pytest.fixture
+def make_client(aiohttp_client, log_stream):
+    """An aiohttp test client for create_app(Settings(**overrides)), seeded, logging to log_stream."""
+
+    async def make(**overrides):
+        settings = Settings(**overrides)
+        app = create_app(settings, configure_logging("text", log_stream).getChild("server"), random.Random(1))
+        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+
+    return make
 
 
 @pytest.fixture

@@ -1,30 +1,8 @@
 """The /events routes and /metrics through the aiohttp app: contract, limits, exactly-once."""
 
 import asyncio
-import io
-import json
-import random
 
 import pytest
-
-from longpoll.logsetup import configure_logging
-from longpoll.server import create_app
-from longpoll.settings import Settings
-
-
-@pytest.fixture
-def log_stream():
-    return io.StringIO()
-
-
-@pytest.fixture
-def make_client(aiohttp_client, log_stream):
-    async def make(**overrides):
-        settings = Settings(**overrides)
-        app = create_app(settings, configure_logging("text", log_stream).getChild("server"), random.Random(1))
-        return await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
-
-    return make
 
 
 async def publish(client, channel, data):
