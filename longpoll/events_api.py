@@ -22,7 +22,7 @@ import time
 from aiohttp import web
 
 from longpoll.events import EVENTS
-from longpoll.server import LOGGER, POLLS, RESPONSES, SETTINGS, _json_error, _log_request, _logged
+from longpoll.server import LOGGER, POLLS, RESPONSES, SETTINGS, json_error, log_request, logged
 from longpoll.settings import Settings
 from longpoll.stream import CursorAhead, CursorGone, EventStream, StreamError, check_channel_name
 
@@ -45,7 +45,7 @@ class BadParameter(Exception):
 
 def _refused(request: web.Request, started: float, status: int, message: str, limit: str, **extra) -> web.StreamResponse:
     body = {"error": message, "status": status, "limit": limit, **extra}
-    return _logged(request, started, "refused", web.json_response(body, status=status))
+    return logged(request, started, "refused", web.json_response(body, status=status))
 
 
 def _int_param(text: str | None, name: str, low: int, high: int) -> int | None:
@@ -105,7 +105,7 @@ async def publish(request: web.Request) -> web.StreamResponse:
     except StreamError as exc:
         return _refused(request, started, 422, str(exc), exc.limit)
     answer = web.json_response({"id": event_id, "channel": name, "epoch": stream.epoch}, status=201)
-    return _logged(request, started, "published", answer)
+    return logged(request, started, "published", answer)
 
 
 def _parse_channels(request: web.Request) -> list[tuple[str, int | None]]:
@@ -181,24 +181,24 @@ async def read_events(request: web.Request) -> web.StreamResponse:
             channel=exc.channel, cursor=exc.cursor, oldest_cursor=exc.oldest_cursor, epoch=stream.epoch,
         )  # fmt: skip
     if events or timeout <= 0:
-        return _logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
+        return logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
     held = app[POLLS]
     if held.full:
-        busy = _json_error(503, "too many held polls, retry later", {"Retry-After": "1"})
-        return _logged(request, started, "over-limit", busy)
+        busy = json_error(503, "too many held polls, retry later", {"Retry-After": "1"})
+        return logged(request, started, "over-limit", busy)
     names = [name for name, _ in wanted]
     waiter = held.wait(timeout + app[JITTER_RNG].uniform(0, JITTER * timeout))
     stream.watch(names, waiter)
     try:
         woken = await waiter
     except asyncio.CancelledError:
-        _log_request(request, started, 0, "client-gone")
+        log_request(request, started, 0, "client-gone")
         raise
     finally:
         held.done()
         stream.unwatch(names, waiter)
     if woken is False:
-        return _logged(request, started, "shutdown", _answer(stream, [], cursors, single))
+        return logged(request, started, "shutdown", _answer(stream, [], cursors, single))
     try:
         events, cursors = _read_all(stream, wanted, limit)
     except CursorGone as exc:  # retention so small that the new events are gone already
@@ -206,7 +206,7 @@ async def read_events(request: web.Request) -> web.StreamResponse:
             request, started, 410, str(exc), "--retention-count/--retention-seconds",
             channel=exc.channel, cursor=exc.cursor, oldest_cursor=exc.oldest_cursor, epoch=stream.epoch,
         )  # fmt: skip
-    return _logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
+    return logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
 
 
 def _open_connections(request: web.Request) -> int:
@@ -237,7 +237,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     ]
     lines += [f'longpoll_responses_total{{status="{status}"}} {count}' for status, count in sorted(app[RESPONSES].items())]
     answer = web.Response(text="\n".join(lines) + "\n", headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-    return _logged(request, started, "-", answer)
+    return logged(request, started, "-", answer)
 
 
 async def _demo_publisher(app: web.Application) -> None:

@@ -108,28 +108,28 @@ async def poll(request: web.Request) -> web.StreamResponse:
     if outcome.delay > 0:
         held = app[POLLS]
         if held.full:
-            busy = _json_error(503, "too many held polls, retry later", {"Retry-After": "1"})
-            return _logged(request, started, "over-limit", busy)
+            busy = json_error(503, "too many held polls, retry later", {"Retry-After": "1"})
+            return logged(request, started, "over-limit", busy)
         # The future itself is awaited (no coroutine of ours around it): one frame less per poll.
         try:
             timed_out = await held.wait(outcome.delay)
         except asyncio.CancelledError:
-            _log_request(request, started, 0, "client-gone")
+            log_request(request, started, 0, "client-gone")
             raise
         finally:
             held.done()
         if not timed_out:
-            return _logged(request, started, "shutdown", web.Response(status=304))
+            return logged(request, started, "shutdown", web.Response(status=304))
     if outcome.event is None:
-        return _logged(request, started, "timeout", web.Response(status=304))
+        return logged(request, started, "timeout", web.Response(status=304))
     answer = web.Response(body=EVENT_BODIES[outcome.event], content_type="application/json")
-    return _logged(request, started, outcome.event, answer)
+    return logged(request, started, outcome.event, answer)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     answer = web.json_response({"status": "ok", "held_polls": len(request.app[POLLS])})
-    return _logged(request, started, "-", answer)
+    return logged(request, started, "-", answer)
 
 
 async def not_routed(request: web.Request) -> web.StreamResponse:
@@ -139,22 +139,22 @@ async def not_routed(request: web.Request) -> web.StreamResponse:
     if not allowed and request.path.startswith("/events/") and "/" not in request.path[8:]:
         allowed = request.app[ALLOWED].get("/events/{channel}")
     if allowed:
-        response = _json_error(405, "method not allowed", {"Allow": allowed})
+        response = json_error(405, "method not allowed", {"Allow": allowed})
     else:
-        response = _json_error(404, "not found")
-    return _logged(request, started, "error", response)
+        response = json_error(404, "not found")
+    return logged(request, started, "error", response)
 
 
-def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status, headers=headers)
 
 
-def _logged(request: web.Request, started: float, outcome: str, response: web.StreamResponse) -> web.StreamResponse:
-    _log_request(request, started, response.status, outcome)
+def logged(request: web.Request, started: float, outcome: str, response: web.StreamResponse) -> web.StreamResponse:
+    log_request(request, started, response.status, outcome)
     return response
 
 
-def _log_request(request: web.Request, started: float, status: int, outcome: str) -> None:
+def log_request(request: web.Request, started: float, status: int, outcome: str) -> None:
     if status:
         counts = request.app[RESPONSES]
         counts[status] = counts.get(status, 0) + 1
