@@ -48,6 +48,14 @@ def _refused(request: web.Request, started: float, status: int, message: str, li
     return logged(request, started, "refused", web.json_response(body, status=status))
 
 
+def _gone(request: web.Request, started: float, exc: CursorGone, stream: EventStream) -> web.StreamResponse:
+    """410: the events after this cursor are no longer retained; where to go on from."""
+    return _refused(
+        request, started, 410, str(exc), "--retention-count/--retention-seconds",
+        channel=exc.channel, cursor=exc.cursor, oldest_cursor=exc.oldest_cursor, epoch=stream.epoch,
+    )  # fmt: skip
+
+
 def _int_param(text: str | None, name: str, low: int, high: int) -> int | None:
     if text is None:
         return None
@@ -176,10 +184,7 @@ async def read_events(request: web.Request) -> web.StreamResponse:
     except CursorAhead as exc:
         return _refused(request, started, 400, str(exc), "cursor", epoch=stream.epoch)
     except CursorGone as exc:
-        return _refused(
-            request, started, 410, str(exc), "--retention-count/--retention-seconds",
-            channel=exc.channel, cursor=exc.cursor, oldest_cursor=exc.oldest_cursor, epoch=stream.epoch,
-        )  # fmt: skip
+        return _gone(request, started, exc, stream)
     if events or timeout <= 0:
         return logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
     held = app[POLLS]
@@ -202,10 +207,7 @@ async def read_events(request: web.Request) -> web.StreamResponse:
     try:
         events, cursors = _read_all(stream, wanted, limit)
     except CursorGone as exc:  # retention so small that the new events are gone already
-        return _refused(
-            request, started, 410, str(exc), "--retention-count/--retention-seconds",
-            channel=exc.channel, cursor=exc.cursor, oldest_cursor=exc.oldest_cursor, epoch=stream.epoch,
-        )  # fmt: skip
+        return _gone(request, started, exc, stream)
     return logged(request, started, "events" if events else "timeout", _answer(stream, events, cursors, single))
 
 
