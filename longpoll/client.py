@@ -42,6 +42,18 @@ class RetryableAnswer(Exception):
     """The server answered, but not with something we can use (5xx, bad body...)."""
 
 
+# What a poll can fail with that is worth retrying: the server is down, slow or confused.
+OUTAGES = (aiohttp.ClientError, asyncio.TimeoutError, OSError, RetryableAnswer)
+
+
+async def retry_later(backoff: Backoff, logger: logging.Logger, exc: BaseException) -> None:
+    """Log one line for this failed attempt, then wait the next backoff delay."""
+    delay = backoff.next_delay()
+    fields = {"error": describe_error(exc), "attempt": backoff.attempt, "retry_in": f"{delay:.3f}"}
+    logger.warning("poll failed, retrying", extra={"fields": fields})
+    await asyncio.sleep(delay)
+
+
 async def run_client(
     url: str,
     *,
@@ -58,19 +70,8 @@ async def run_client(
             started = time.monotonic()
             try:
                 event = await _poll_once(session, url)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RetryableAnswer) as exc:
-                delay = backoff.next_delay()
-                logger.warning(
-                    "poll failed, retrying",
-                    extra={
-                        "fields": {
-                            "error": _describe(exc),
-                            "attempt": backoff.attempt,
-                            "retry_in": f"{delay:.3f}",
-                        }
-                    },
-                )
-                await asyncio.sleep(delay)
+            except OUTAGES as exc:
+                await retry_later(backoff, logger, exc)
                 continue
             backoff.reset()
             took = f"{time.monotonic() - started:.3f}"
@@ -93,7 +94,7 @@ async def _poll_once(session: aiohttp.ClientSession, url: str) -> str | None:
             raise RetryableAnswer("answer is not an event") from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from longpoll.client import Backoff, RetryableAnswer, _describe
+from longpoll.client import OUTAGES, Backoff, RetryableAnswer, retry_later
 
 
 def events_url(base: str, channel: str) -> str:
@@ -58,13 +58,8 @@ async def follow(
                         raise RetryableAnswer(f"HTTP {status}, not JSON") from None
                 if status not in (200, 400, 410) or not isinstance(body, dict) or "epoch" not in body:
                     raise RetryableAnswer(f"HTTP {status}")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RetryableAnswer) as exc:
-                delay = backoff.next_delay()
-                logger.warning(
-                    "poll failed, retrying",
-                    extra={"fields": {"error": _describe(exc), "attempt": backoff.attempt, "retry_in": f"{delay:.3f}"}},
-                )
-                await asyncio.sleep(delay)
+            except OUTAGES as exc:
+                await retry_later(backoff, logger, exc)
                 continue
             backoff.reset()
             new_epoch = body.get("epoch")
