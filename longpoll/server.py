@@ -155,10 +155,16 @@ def logged(request: web.Request, started: float, outcome: str, response: web.Str
 
 
 def log_request(request: web.Request, started: float, status: int, outcome: str) -> None:
+    app = request.app
     if status:
-        counts = request.app[RESPONSES]
+        counts = app[RESPONSES]
         counts[status] = counts.get(status, 0) + 1
-    request.app[LOGGER].info(
+    # A line per answer costs about a fifth of the server's time under a load of held polls
+    # (see README, "Events under load"): --access-log errors or none skip it.
+    which = app[SETTINGS].access_log
+    if which != "all" and (which == "none" or status < 400):
+        return
+    app[LOGGER].info(
         "request",
         extra={
             "fields": {

@@ -19,6 +19,7 @@ from longpoll.stream import CHANNEL_NAME, CHANNEL_RULE
 PROG = "long-poll"
 COMMANDS = ("serve", "client", "healthcheck")
 LOG_FORMATS = ("text", "json")
+ACCESS_LOGS = ("all", "errors", "none")
 TRUE_WORDS = ("1", "t", "true", "TRUE", "True")
 FALSE_WORDS = ("0", "f", "false", "FALSE", "False")
 
@@ -40,6 +41,7 @@ class Settings:
     max_delay: float = 10.0
     seed: int | None = None
     log_format: str = "text"
+    access_log: str = "all"
     enable_client: bool = False
     url: str = "http://127.0.0.1:8000/"
     backoff_initial: float = 1.0
@@ -170,6 +172,8 @@ OPTIONS = (
            "seed of the random generator, for repeatable runs", SERVE + CLIENT),
     Option("log_format", "--log-format", "LONGPOLL_LOG_FORMAT", _choice(*LOG_FORMATS),
            "log line format: text or json", SERVE + CLIENT),
+    Option("access_log", "--access-log", "LONGPOLL_ACCESS_LOG", _choice(*ACCESS_LOGS),
+           "which answers get a log line: all, errors (status 400 and above) or none", SERVE),
     Option("enable_client", "--enable-client", "ENABLE_CLIENT", _boolean,
            "also run a client in this process once the server listens (true/false)", SERVE),
     Option("url", "--url", "LONGPOLL_URL", _url, "URL the client polls", CLIENT),

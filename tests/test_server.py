@@ -118,6 +118,18 @@ async def test_held_polls_time_out_release_and_cancellation():
     assert len(other) == 0  # a client that went away frees its slot
 
 
+@pytest.mark.parametrize("which, logged", [("all", {200, 404}), ("errors", {404}), ("none", set())])
+async def test_access_log_setting_picks_the_answers_logged(make_client, log_stream, which, logged):
+    client = await make_client(immediate_ratio=1.0, access_log=which)
+    assert (await client.get("/")).status == 200
+    assert (await client.get("/missing")).status == 404
+    lines = [line for line in log_stream.getvalue().splitlines() if " request " in line]
+    assert {int(line.split("status=")[1].split()[0]) for line in lines} == logged
+    metrics = await (await client.get("/metrics")).text()
+    assert 'longpoll_responses_total{status="200"} 1' in metrics  # counted whatever is logged
+    assert 'longpoll_responses_total{status="404"} 1' in metrics
+
+
 async def test_json_log_format(aiohttp_client):
     stream = io.StringIO()
     app = create_app(Settings(immediate_ratio=1.0), configure_logging("json", stream).getChild("server"))

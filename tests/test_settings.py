@@ -43,6 +43,7 @@ def test_enable_client_false_words(word):
         (["--min-delay", "-1"], {}, "must be at least 0"),
         ([], {"ENABLE_CLIENT": "yes"}, "ENABLE_CLIENT='yes' must be one of"),
         (["--log-format", "xml"], {}, "must be one of: text, json"),
+        ([], {"LONGPOLL_ACCESS_LOG": "off"}, "LONGPOLL_ACCESS_LOG='off' must be one of: all, errors, none"),
         (["--seed", "x"], {}, "is not a whole number"),
         (["--bogus"], {}, "unrecognized arguments: --bogus"),
         (["--port"], {}, "expected one argument"),
@@ -106,3 +107,9 @@ def test_bad_event_stream_values_raise_one_line(argv, message):
     with pytest.raises(SettingsError) as caught:
         parse_settings(argv, {})
     assert message in str(caught.value)
+
+
+def test_access_log_from_flag_and_environment():
+    assert parse_settings([], {}).access_log == "all"
+    assert parse_settings([], {"LONGPOLL_ACCESS_LOG": "none"}).access_log == "none"
+    assert parse_settings(["--access-log", "errors"], {"LONGPOLL_ACCESS_LOG": "none"}).access_log == "errors"
