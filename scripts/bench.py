@@ -477,7 +477,8 @@ def fmt_ratio(r: float | None) -> str:
 
 def figure_events(binary: Path, workdir: Path, pollers: int, channels: int, rate: int, seconds: float) -> dict:
     """The binary under the events load; RSS sampled every 0.2 s while the load runs."""
-    args = ["--max-held-polls", str(pollers + 1000), "--max-channels", str(max(1000, channels))]
+    # No line per answer: at thousands of answers a second it would be the main cost (README).
+    args = ["--max-held-polls", str(pollers + 1000), "--max-channels", str(max(1000, channels)), "--access-log", "errors"]
     with Service("binary", binary, workdir, args) as service:
         service.wait_healthy()
         time.sleep(0.5)
@@ -559,6 +560,9 @@ def markdown(report: dict) -> str:
                 f"{ev['missing']} missing, {ev['duplicates']} duplicates, {ev['gaps']} gaps, errors {ev['errors']}")
             rows.append(f"| events ({label}): delivery latency p50 / p99 | {ev['p50_ms']} ms / {ev['p99_ms']} ms; {ev['delivered']:,} deliveries, {ok} | not measured | |")
             rows.append(f"| … publish rate achieved ({ev['publishers']:,} publishers, each waiting for its 201) | {ev['achieved_rate']} events/s ({ev['published']:,} in {ev['publish_seconds']} s) | | |")
+            rows.append(f"| … POST to 201, p50 / p99 | {ev['publish_p50_ms']} ms / {ev['publish_p99_ms']} ms | | |")
+            per_answer = ev["delivered"] / ev["answers"] if ev.get("answers") else 0
+            rows.append(f"| … poll answers (events per answer) | {ev['answers']:,} ({per_answer:.1f}) | | |")
             rows.append(f"| … server RSS idle → peak under that load | {(ev['idle_rss'] or 0) / MB:.1f} MB → {(ev['peak_rss'] or 0) / MB:.1f} MB | not measured | |")
     m = report["machine"]
     head = (

@@ -112,13 +112,15 @@ def worker(port: int, channels: list[str], ready_queue, stop_event, result_queue
     result_queue.put(asyncio.run(run()))
 
 
-async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float]:
+async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float, dict[int, int]]:
     """`connections` publishers, each on its own keep-alive connection, together `rate` events/s
     round-robin over the channels for `seconds`. Each publisher waits for its 201 before its next
     POST (as a real one would) and sends late rather than skipping when the server falls
-    behind: the achieved rate is reported. Returns events per channel, errors, and seconds."""
+    behind: the achieved rate is reported. Returns events per channel, errors, seconds, and the
+    histogram of the time from each POST to its answer."""
     published = {f"ch{c}": 0 for c in range(channels)}
     errors: dict[str, int] = {}
+    answered: dict[int, int] = {}  # POST to 201 latency, in the same buckets as deliveries
     total = int(rate * seconds)
     streams = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(connections)))
     started = time.monotonic()
@@ -131,6 +133,7 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
                 await asyncio.sleep(delay)
             channel = f"ch{n % channels}"
             body = json.dumps({"t": time.time(), "n": n}).encode()
+            sent = time.monotonic()
             writer.write(
                 f"POST /events/{channel} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -140,6 +143,8 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
             except (OSError, asyncio.IncompleteReadError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 return
+            bucket = int((time.monotonic() - sent) * BUCKET)
+            answered[bucket] = answered.get(bucket, 0) + 1
             if status == 201:
                 published[channel] += 1
             else:
@@ -150,7 +155,7 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
         await asyncio.wait_for(asyncio.gather(*(one_publisher(k) for k in range(connections))), seconds * 10 + 60)
     except asyncio.TimeoutError:
         errors["publishers timed out"] = 1
-    return published, errors, time.monotonic() - started
+    return published, errors, time.monotonic() - started, answered
 
 
 def percentile(histogram: dict[int, int], q: float) -> float | None:
@@ -190,7 +195,7 @@ def main() -> int:
     print(f"pollers {connected} in {time.monotonic() - started:.1f} s", flush=True)
     time.sleep(1.0)  # let the last polls reach the server
     publishers = args.publishers or min(args.rate, 1000)
-    published, publish_errors, publish_seconds = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
+    published, publish_errors, publish_seconds, answered = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
     print(f"published {sum(published.values())} in {publish_seconds:.1f} s", flush=True)
     time.sleep(args.grace)
     stop_event.set()
@@ -221,6 +226,9 @@ def main() -> int:
         "published": sum(published.values()),
         "publish_seconds": round(publish_seconds, 2),
         "achieved_rate": round(sum(published.values()) / publish_seconds, 1) if publish_seconds else None,
+        "publish_p50_ms": percentile(answered, 0.50),
+        "publish_p99_ms": percentile(answered, 0.99),
+        "answers": sum(statuses.values()),
         "expected_deliveries": expected,
         **total,
         "missing": expected - total["delivered"],

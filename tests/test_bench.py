@@ -88,6 +88,7 @@ def test_events_load_generator_against_the_source(source_service):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["published"] == 60 and result["expected_deliveries"] == result["delivered"] == 600
     assert result["missing"] == result["duplicates"] == result["gaps"] == 0
+    assert result["answers"] >= 30 and result["publish_p50_ms"] is not None  # every poller was answered
 
 
 def test_load_generator_against_the_source(source_service):
