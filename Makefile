@@ -8,7 +8,7 @@ PYTHON ?= $(shell build/find-python.sh 2>/dev/null)
 PROFILE ?= small
 BIN := dist/long-poll
 STAMP := $(VENV)/.installed
-SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh
+SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh build/staticx_onedir.py
 
 .DEFAULT_GOAL := run
 .PHONY: help run venv binary test test-fast images sizes bench lock clean binary-docker up down

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Freeze the service into one static executable: PyInstaller onefile, then staticx.
+# Freeze the service into one static executable: PyInstaller, then staticx.
 #
 #   build/freeze.sh [OUTPUT]        (default dist/long-poll)
 #
@@ -13,11 +13,11 @@ out=${1:-dist/long-poll}
 work=build/work  # PyInstaller's work files; ignored by git, removed by `make clean`
 
 case "$PROFILE" in
-    # small: PyInstaller stores its archive uncompressed so that staticx's xz compresses
-    # everything once (xz on zlib output gains nothing): the smallest file, slower start.
-    small) zlib_level=0; staticx_flags="--strip" ;;
-    # fast: PyInstaller's zlib, no xz: a bigger file that starts about twice as fast.
-    fast) zlib_level=6; staticx_flags="--strip --no-compress" ;;
+    # small: a PyInstaller onedir folder, stored uncompressed, that staticx packs and xz-compresses
+    # once (build/staticx_onedir.py): the smallest file, extracted once at start-up.
+    small) zlib_level=0 ;;
+    # fast: a PyInstaller onefile with its zlib archive, no xz: a bigger file that starts faster.
+    fast) zlib_level=6 ;;
     *) echo "freeze.sh: PROFILE must be small or fast, not '$PROFILE'" >&2; exit 2 ;;
 esac
 
@@ -29,14 +29,19 @@ for tool in ldd objcopy strip patchelf readelf; do
 done
 
 mkdir -p "$(dirname "$out")" "$work"
-# 1. PyInstaller: the interpreter, the app and its libraries in one self-extracting file.
-PYINSTALLER_ZLIB_COMPRESSION_LEVEL=$zlib_level "$PYTHON" -m PyInstaller \
+# 1. PyInstaller: the interpreter, the app and its libraries (the spec reads PROFILE).
+PROFILE=$PROFILE PYINSTALLER_ZLIB_COMPRESSION_LEVEL=$zlib_level "$PYTHON" -m PyInstaller \
     --noconfirm --clean --log-level WARN \
-    --distpath "$work/pyinstaller" --workpath "$work/pyinstaller-work" \
+    --distpath "$work/pyinstaller-$PROFILE" --workpath "$work/pyinstaller-work" \
     build/long-poll.spec
 # 2. staticx: bundle the C library and loader too, so that the file runs on an empty root.
 #    Written beside the target and renamed, so that a failed build leaves no half file.
-"$PYTHON" -m staticx $staticx_flags "$work/pyinstaller/long-poll" "$out.partial"
+rm -f "$out.partial"
+if [ "$PROFILE" = small ]; then
+    "$PYTHON" build/staticx_onedir.py "$work/pyinstaller-$PROFILE/long-poll" "$out.partial"
+else
+    "$PYTHON" -m staticx --strip --no-compress "$work/pyinstaller-$PROFILE/long-poll" "$out.partial"
+fi
 chmod 0755 "$out.partial"  # staticx writes 0700; the image's non-root user must run it
 mv -f "$out.partial" "$out"
 echo "freeze.sh: built $out ($PROFILE, $(wc -c <"$out") bytes)"

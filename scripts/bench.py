@@ -241,7 +241,8 @@ class Service:
 
     def footprint(self) -> dict:
         pids = self.processes()
-        names = ["python"] if len(pids) == 1 else (["staticx", "pyinstaller", "python"] if len(pids) == 3 else [f"process{i}" for i in range(len(pids) - 1)] + ["python"])
+        known = {1: ["python"], 2: ["staticx", "python"], 3: ["staticx", "pyinstaller", "python"]}  # small, fast build
+        names = known.get(len(pids)) or [f"process{i}" for i in range(len(pids) - 1)] + ["python"]
         procs = {name: memory(pid) for name, pid in zip(names, pids)}
         private = sum(p.get("pss_anon", 0) for p in procs.values())
         extracted = tree_bytes(self.tmp) if self.tmp is not None else {}

@@ -76,7 +76,7 @@ def test_serves_immediate_delayed_and_timed_out_polls(empty_root):
 def test_sigterm_answers_held_polls_exits_0_and_cleans_tmp(empty_root):
     service = empty_root.start("--port", "0", "--immediate-ratio", "0", "--min-delay", "30", "--max-delay", "30", "--timeout", "60")
     port = service.port()
-    assert empty_root.tmp_entries() != []  # staticx and PyInstaller extracted there
+    assert empty_root.tmp_entries() != []  # staticx extracted the program and its libraries there
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         polls = [pool.submit(get, port, "/") for _ in range(4)]
         wait_until_held(port, 4)
