@@ -76,7 +76,11 @@ def test_serves_immediate_delayed_and_timed_out_polls(empty_root):
 def test_sigterm_answers_held_polls_exits_0_and_cleans_tmp(empty_root):
     service = empty_root.start("--port", "0", "--immediate-ratio", "0", "--min-delay", "30", "--max-delay", "30", "--timeout", "60")
     port = service.port()
-    assert empty_root.tmp_entries() != []  # staticx extracted the program and its libraries there
+    # One extraction (the onedir layout): staticx's directory holds the program and its folder,
+    # and nothing else is unpacked beside it (no PyInstaller _MEI directory).
+    (extracted,) = empty_root.tmp_entries()
+    assert extracted.startswith("staticx-")
+    assert {"long-poll", "libc.so.6", "base_library.zip"} <= set(os.listdir(empty_root.path / "tmp" / extracted))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         polls = [pool.submit(get, port, "/") for _ in range(4)]
         wait_until_held(port, 4)
