@@ -1,6 +1,6 @@
 """Pack a PyInstaller onedir folder into one static executable with staticx.
 
-    python build/staticx_onedir.py [--no-compress] FOLDER OUTPUT
+    python build/staticx_onedir.py FOLDER OUTPUT
 
 staticx's command line takes one program and bundles the libraries `ldd` finds for it. A onedir
 program loads libpython and the extension modules from its folder at run time, so here the whole
@@ -9,9 +9,9 @@ folder's libraries need (libm, libc...) are added by name as staticx adds the pr
 At run time staticx extracts the archive once into its temp dir and runs the program there; the
 program finds its folder beside itself (contents_directory="." in build/long-poll.spec).
 
-The xz stream carries no check (staticx writes CRC32): verifying 19 MB byte by byte costs about
-50 ms of every start here, 7 % of it, and a bare executable carries no checksum anyway (a Go
-binary neither); a file's integrity is what image digests and `sha256sum` are for.
+The xz stream carries no check (staticx writes CRC32): verifying 19 MB byte by byte was 8 % of
+the start's CPU here, and a bare executable carries no checksum anyway (a Go binary neither); a
+file's integrity is what image digests and `sha256sum` are for.
 
 This uses staticx's generator class and two of its attributes (`sxar`, `_added_libs`), which
 its command line does not expose; staticx's version is pinned in constraints.txt and
@@ -40,7 +40,7 @@ def folder_files(folder: str) -> list[str]:
     return found
 
 
-def pack(folder: str, output: str, compress: bool) -> None:
+def pack(folder: str, output: str) -> None:
     folder = os.path.abspath(folder)  # staticx's ldd parser wants absolute library paths
     program = os.path.join(folder, PROGRAM)
     if not os.path.isfile(program):
@@ -50,7 +50,7 @@ def pack(folder: str, output: str, compress: bool) -> None:
     crc32 = lzma.CHECK_CRC32
     lzma.CHECK_CRC32 = lzma.CHECK_NONE  # read once, when the generator opens its xz stream
     try:
-        generator = StaticxGenerator(prog=program, strip=True, compress=compress)
+        generator = StaticxGenerator(prog=program, strip=True, compress=True)
     finally:
         lzma.CHECK_CRC32 = crc32
     with generator:
@@ -68,11 +68,10 @@ def pack(folder: str, output: str, compress: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-compress", action="store_true", help="store the archive without xz")
     parser.add_argument("folder")
     parser.add_argument("output")
     args = parser.parse_args(argv)
-    pack(args.folder, args.output, compress=not args.no_compress)
+    pack(args.folder, args.output)
     return 0
 
 
