@@ -50,6 +50,11 @@ class CursorAhead(ValueError):
     """A cursor beyond the channel's last id: it was not given by this stream."""
 
 
+def _settle_published(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(PUBLISHED)
+
+
 def check_channel_name(name: str) -> str:
     if not CHANNEL_NAME.fullmatch(name):
         raise StreamError(f"channel name must match {CHANNEL_RULE}", "channel name")
@@ -84,6 +89,7 @@ class EventStream:
         max_event_bytes: int = 65536,
         epoch: str | None = None,
         clock: Callable[[], float] = time.time,
+        wake: Callable[[asyncio.Future], None] | None = None,
     ) -> None:
         self.retention_count = retention_count
         self.retention_seconds = retention_seconds
@@ -92,6 +98,9 @@ class EventStream:
         # A fresh epoch per process even with --seed: a restart must always be noticed.
         self.epoch = epoch if epoch is not None else os.urandom(8).hex()
         self.clock = clock
+        # What a publish does with each waiter of its channel: settle it now, unless the caller
+        # paces wake-ups (longpoll/events_api.py, AnswerPacer).
+        self.wake = wake if wake is not None else _settle_published
         self.published = 0
         self._channels: dict[str, Channel] = {}
         # Waiters per channel name (the channel may not exist yet); a dict is an ordered set.
@@ -123,9 +132,9 @@ class EventStream:
         self.published += 1
         waiters = self._waiters.pop(name, None)
         if waiters:
+            wake = self.wake
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(PUBLISHED)
+                wake(waiter)
         return event_id, now
 
     def head(self, name: str) -> int:

@@ -4,6 +4,9 @@ import asyncio
 
 import pytest
 
+from longpoll.events_api import PACER, AnswerPacer
+from longpoll.stream import PUBLISHED
+
 
 async def publish(client, channel, data):
     response = await client.post(f"/events/{channel}", json=data)
@@ -233,3 +236,38 @@ async def test_concurrent_publishers_and_pollers_see_every_event_once_in_order(m
         for p in range(4):
             mine = [e["data"]["i"] for e in seen if e["data"]["p"] == p]
             assert mine == sorted(mine) and len(mine) == per_publisher // 2
+
+
+async def test_pacer_wakes_a_batch_per_loop_turn_in_order():
+    loop = asyncio.get_running_loop()
+    pacer = AnswerPacer()
+    waiters = [loop.create_future() for _ in range(2 * AnswerPacer.BATCH + 1)]
+    gone = waiters[1]
+    gone.cancel()  # a client that went away: skipped, never set
+    for waiter in waiters:
+        pacer.wake(waiter)
+    assert pacer.busy and not any(w.done() for w in waiters if w is not gone)
+    woken = []
+    for _ in range(3):
+        await asyncio.sleep(0)  # one turn of the loop
+        woken.append(sum(1 for w in waiters if w.done() and not w.cancelled()))
+    assert woken == [AnswerPacer.BATCH - 1, 2 * AnswerPacer.BATCH - 1, 2 * AnswerPacer.BATCH]
+    assert all(w.result() == PUBLISHED for w in waiters if w is not gone)
+    assert not pacer.busy
+
+
+async def test_poll_with_events_waits_its_turn_behind_paced_wakeups(make_client):
+    """While woken polls wait in the pacer's line, a poll that finds events joins its end."""
+    client = await make_client()
+    await publish(client, "a", 1)
+    app = client.server.app
+    pacer = app[PACER]
+    loop = asyncio.get_running_loop()
+    # Far more turns' worth than one request takes: answered at once, it would overtake them.
+    ahead = [loop.create_future() for _ in range(AnswerPacer.BATCH * 200)]
+    for waiter in ahead:
+        pacer.wake(waiter)
+    response = await client.get("/events/a?cursor=0")
+    assert all(w.done() for w in ahead)  # they were answered first
+    body = await response.json()
+    assert response.status == 200 and [e["id"] for e in body["events"]] == [1]

@@ -106,5 +106,19 @@ async def test_publish_wakes_watchers_of_that_channel_only():
     assert stream._waiters == {}
 
 
+async def test_publish_hands_each_waiter_to_the_wake_hook():
+    import asyncio
+
+    handed = []
+    stream = EventStream(wake=handed.append)
+    loop = asyncio.get_running_loop()
+    a, b = loop.create_future(), loop.create_future()
+    stream.watch(["a"], a)
+    stream.watch(["a", "b"], b)
+    stream.publish("a", 1)
+    assert handed == [a, b] and not a.done()  # settling them is the hook's business
+    assert "a" not in stream._waiters
+
+
 def test_epoch_differs_per_stream():
     assert EventStream().epoch != EventStream().epoch
