@@ -45,8 +45,8 @@ def _stop_event(logger: logging.Logger) -> asyncio.Event:
     """An event set by the first SIGTERM/SIGINT; a second one ends the process at once.
 
     Copies of the first signal are not a second one: Ctrl-C in a terminal signals the whole
-    process group, and the staticx and PyInstaller parents forward it again, so the same
-    SIGINT arrives up to three times within milliseconds.
+    process group, and staticx's parent (and in the fast build PyInstaller's too) forwards it
+    again, so the same SIGINT arrives two or three times within milliseconds.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,7 +88,7 @@ def _start_client(url: str, settings: Settings, logger: logging.Logger, follow: 
 def _ignore_stop_signals() -> None:
     """Once stopped, copies of the stop signal are ignored until the process exits.
 
-    The staticx and PyInstaller parents forward the signal again, and a copy can arrive after
+    The parent processes forward the signal again, and a copy can arrive after
     the loop has put back Python's default SIGINT handler: a KeyboardInterrupt then, during
     interpreter exit, ends the process by SIGINT instead of status 0.
     """
@@ -104,11 +104,12 @@ async def _stop_client(client: asyncio.Task[None]) -> None:
 
 
 async def serve(settings: Settings, logger: logging.Logger) -> int:
-    from longpoll.server import create_app, raise_open_file_limit, start_server
+    from longpoll.server import create_app, raise_open_file_limit, start_server, tune_garbage_collector
 
     stop = _stop_event(logger)
     open_files, _ = raise_open_file_limit()
     app = create_app(settings, logger.getChild("server"))
+    tune_garbage_collector()
     try:
         runner, port = await start_server(app)
     except OSError as exc:
