@@ -104,12 +104,11 @@ async def _stop_client(client: asyncio.Task[None]) -> None:
 
 
 async def serve(settings: Settings, logger: logging.Logger) -> int:
-    from longpoll.server import create_app, raise_open_file_limit, start_server, tune_garbage_collector
+    from longpoll.server import create_app, raise_open_file_limit, start_server
 
     stop = _stop_event(logger)
     open_files, _ = raise_open_file_limit()
     app = create_app(settings, logger.getChild("server"))
-    tune_garbage_collector()
     try:
         runner, port = await start_server(app)
     except OSError as exc:

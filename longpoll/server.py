@@ -8,7 +8,6 @@ every one of them at once and a held poll costs little memory.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import random
@@ -25,11 +24,6 @@ from longpoll.settings import Settings
 # Answers are built once: the four event bodies never change.
 EVENT_BODIES = {name: b'{"event": "%s"}' % name.encode() for name in EVENTS}
 LISTEN_BACKLOG = 4096
-# Cyclic garbage collection thresholds for a server with thousands of connections: Python's
-# defaults (700, 10, 10) made the collector walk the whole heap (millions of objects with
-# 10,000 pollers) every few seconds, 0.2-0.4 s each time, about 30 % of the server's time under
-# the events benchmark and the cause of most slow 201s. See README, Performance.
-GC_THRESHOLDS = (50_000, 20, 100)
 SHUTDOWN_GRACE = 0.5  # seconds left to handlers after held polls were answered
 
 
@@ -248,12 +242,6 @@ async def start_server(app: web.Application) -> tuple[web.AppRunner, int]:
         raise
     port = runner.addresses[0][1]
     return runner, port
-
-
-def tune_garbage_collector() -> None:
-    """Collect less often, and never again walk what exists at start-up (modules, the app)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def raise_open_file_limit() -> tuple[int, int]:

@@ -1,14 +1,13 @@
 """The aiohttp app: answers, timing with small delays, JSON errors, limits and shutdown."""
 
 import asyncio
-import gc
 import io
 import json
 
 import pytest
 
 from longpoll.logsetup import configure_logging
-from longpoll.server import GC_THRESHOLDS, HeldPolls, create_app, tune_garbage_collector
+from longpoll.server import HeldPolls, create_app
 from longpoll.settings import Settings
 
 
@@ -138,14 +137,3 @@ async def test_json_log_format(aiohttp_client):
     await client.get("/")
     entry = json.loads(stream.getvalue().splitlines()[-1])
     assert entry["status"] == 200 and entry["path"] == "/" and entry["level"] == "INFO"
-
-
-def test_garbage_collector_is_tuned_for_many_connections():
-    before = gc.get_threshold()
-    try:
-        tune_garbage_collector()
-        assert gc.get_threshold() == GC_THRESHOLDS
-        assert gc.get_freeze_count() > 0  # what existed at start-up is never walked again
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
