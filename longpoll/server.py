@@ -159,8 +159,8 @@ def log_request(request: web.Request, started: float, status: int, outcome: str)
     if status:
         counts = app[RESPONSES]
         counts[status] = counts.get(status, 0) + 1
-    # A line per answer costs about a fifth of the server's time under a load of held polls
-    # (see README, "Events under load"): --access-log errors or none skip it.
+    # Building and writing a line per answer took about a fifth of the server's time in a
+    # profile under the events benchmark (README, Settings): --access-log errors or none skip it.
     which = app[SETTINGS].access_log
     if which != "all" and (which == "none" or status < 400):
         return
