@@ -8,7 +8,8 @@ PYTHON ?= $(shell build/find-python.sh 2>/dev/null)
 PROFILE ?= small
 BIN := dist/long-poll
 STAMP := $(VENV)/.installed
-SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh build/staticx_onedir.py
+SOURCES := $(wildcard longpoll/*.py) build/long-poll.spec build/entry.py build/freeze.sh build/staticx_onedir.py \
+	build/xz_blocks.py build/bootloader.sh
 
 .DEFAULT_GOAL := run
 .PHONY: help run venv binary test test-fast images sizes bench lock clean binary-docker up down
@@ -30,16 +31,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 binary: $(BIN) ## Build dist/long-poll (PROFILE=small|fast)
 
-# Which toolchain builds $(BIN): this machine's (a freezable Python, binutils and patchelf),
+# Which toolchain builds $(BIN): this machine's (a freezable Python, binutils, patchelf, musl-gcc),
 # or else the Dockerfiles' builder stage (needs only Docker): see binary-docker.
-HOST_TOOLS_OK := $(shell command -v ldd >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 && command -v strip >/dev/null 2>&1 && command -v readelf >/dev/null 2>&1 && command -v patchelf >/dev/null 2>&1 && echo yes)
+HOST_TOOLS_OK := $(shell command -v ldd >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 && command -v strip >/dev/null 2>&1 && command -v readelf >/dev/null 2>&1 && command -v patchelf >/dev/null 2>&1 && { [ "$(PROFILE)" != small ] || command -v musl-gcc >/dev/null 2>&1; } && echo yes)
 ifeq ($(if $(PYTHON),$(HOST_TOOLS_OK)),yes)
 $(BIN): $(STAMP) $(SOURCES)
 	@echo "binary: building on this machine with $(PYTHON) (PROFILE=$(PROFILE))"
 	PYTHON=$(VENV)/bin/python PROFILE=$(PROFILE) build/freeze.sh $@
 else
 $(BIN): $(SOURCES) pyproject.toml constraints.txt Dockerfile.multi.scratch
-	@echo "binary: no freezable Python or no binutils/patchelf here:"
+	@echo "binary: no freezable Python or no binutils/patchelf/musl-gcc here:"
 	-@build/find-python.sh >/dev/null
 	@echo "binary: building inside Docker's builder stage instead (make binary-docker)"
 	$(MAKE) binary-docker
