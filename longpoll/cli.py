@@ -104,6 +104,7 @@ async def _stop_client(client: asyncio.Task[None]) -> None:
 
 
 async def serve(settings: Settings, logger: logging.Logger) -> int:
+    from longpoll.gcpolicy import tune_for_many_connections
     from longpoll.server import create_app, raise_open_file_limit, start_server
 
     stop = _stop_event(logger)
@@ -115,6 +116,7 @@ async def serve(settings: Settings, logger: logging.Logger) -> int:
         fields = {"host": settings.host, "port": settings.port, "error": exc.strerror or str(exc)}
         logger.error("cannot listen", extra={"fields": fields})
         return 1
+    tune_for_many_connections()
     fields = {"url": f"http://{settings.host}:{port}/", "open_files": open_files, "version": _version()}
     logger.info("listening", extra={"fields": fields})
     client = None

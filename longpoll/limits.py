@@ -81,8 +81,15 @@ class _GuardedHandler(RequestHandler):
             self._start_head_timer()  # bytes of a head that is not complete yet
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        transport = self.transport
         self._stop_head_timer()
         super().connection_lost(exc)
+        # Python 3.11's socket transport keeps a bound method of itself in `_read_ready_cb`
+        # (a reference cycle; later versions clear it, CPython gh-100348): unbroken, every closed
+        # connection's transport and socket wait for a full garbage collection instead of being
+        # freed now, and full collections are rare here (longpoll/gcpolicy.py).
+        if getattr(transport, "_read_ready_cb", None) is not None:
+            transport._read_ready_cb = None
 
     def _head_deadline_passed(self) -> None:
         self._head_timer = None
