@@ -488,6 +488,7 @@ def figure_events(binary: Path, workdir: Path, pollers: int, channels: int, rate
             sys.executable, str(EVENTS_LOAD), "--port", str(service.port), "--pollers", str(pollers),
             "--channels", str(channels), "--rate", str(rate), "--seconds", str(seconds),
             "--processes", str(max(1, min(4, (os.cpu_count() or 2) - 1))), "--grace", str(min(5.0, 2 + seconds / 5)),
+            "--server-pid", str(service.python_pid()),
         ]  # fmt: skip
         load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak = dict(idle)
@@ -562,9 +563,11 @@ def markdown(report: dict) -> str:
             rows.append(f"| events ({label}): delivery latency p50 / p99 | {ev['p50_ms']} ms / {ev['p99_ms']} ms; {ev['delivered']:,} deliveries, {ok} | not measured | |")
             rows.append(f"| … publish rate achieved ({ev['publishers']:,} publishers, each waiting for its 201) | {ev['achieved_rate']} events/s ({ev['published']:,} in {ev['publish_seconds']} s) | | |")
             rows.append(f"| … POST to 201, p50 / p99 | {ev['publish_p50_ms']} ms / {ev['publish_p99_ms']} ms | | |")
+            rows.append(f"| … POSTs sent behind their schedule, p50 / p99 / max; last 201 after the last scheduled POST | {ev['behind_p50_ms']} / {ev['behind_p99_ms']} / {ev['behind_max_ms']} ms; {ev['tail_ms']} ms | | |")
             per_answer = ev["delivered"] / ev["answers"] if ev.get("answers") else 0
             rows.append(f"| … poll answers (events per answer) | {ev['answers']:,} ({per_answer:.1f}) | | |")
             rows.append(f"| … server RSS idle → peak under that load | {(ev['idle_rss'] or 0) / MB:.1f} MB → {(ev['peak_rss'] or 0) / MB:.1f} MB | not measured | |")
+            rows.append(f"| … server CPU while publishing (share of one core) | {ev['server_cpu']} | | |")
     m = report["machine"]
     head = (
         f"long-poll benchmark, {report['date']}: {m['cpus']} CPUs, {m['memory_gb']} GB, {m['system']}, "

@@ -3,7 +3,7 @@
 GET /events while a publisher POSTs events at a fixed rate; delivery latency and losses.
 
     python scripts/bench_events_load.py --port P [--pollers 10000] [--channels 100]
-        [--rate 1000] [--seconds 10] [--processes 4] [--publishers 1000] [--grace 5]
+        [--rate 1000] [--seconds 10] [--processes 4] [--publishers 1000] [--grace 5] [--server-pid PID]
 
 Pollers are spread over `--processes` worker processes (so that the load, not the server, is
 not the bottleneck), each an asyncio loop of raw keep-alive sockets on 127.0.0.1. Every event
@@ -18,11 +18,21 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import time
 
 BUCKET = 10000  # buckets per second: 0.1 ms
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (/proc/PID/stat), None without one."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def raise_open_files(needed: int) -> None:
@@ -112,15 +122,18 @@ def worker(port: int, channels: list[str], ready_queue, stop_event, result_queue
     result_queue.put(asyncio.run(run()))
 
 
-async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float, dict[int, int]]:
+async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float, dict[int, int], dict[int, int]]:
     """`connections` publishers, each on its own keep-alive connection, together `rate` events/s
     round-robin over the channels for `seconds`. Each publisher waits for its 201 before its next
     POST (as a real one would) and sends late rather than skipping when the server falls
-    behind: the achieved rate is reported. Returns events per channel, errors, seconds, and the
-    histogram of the time from each POST to its answer."""
+    behind: the achieved rate is reported. Returns events per channel, errors, seconds, the
+    histogram of the time from each POST to its answer, and the histogram of how late each
+    POST was sent against its schedule (a server that keeps up keeps that bounded; one that
+    does not makes it grow with the run's length)."""
     published = {f"ch{c}": 0 for c in range(channels)}
     errors: dict[str, int] = {}
     answered: dict[int, int] = {}  # POST to 201 latency, in the same buckets as deliveries
+    behind: dict[int, int] = {}  # POST sent after its scheduled time, same buckets
     total = int(rate * seconds)
     streams = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(connections)))
     started = time.monotonic()
@@ -131,6 +144,8 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
             delay = started + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            late = int(max(0.0, time.monotonic() - (started + n / rate)) * BUCKET)
+            behind[late] = behind.get(late, 0) + 1
             channel = f"ch{n % channels}"
             body = json.dumps({"t": time.time(), "n": n}).encode()
             sent = time.monotonic()
@@ -155,7 +170,7 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
         await asyncio.wait_for(asyncio.gather(*(one_publisher(k) for k in range(connections))), seconds * 10 + 60)
     except asyncio.TimeoutError:
         errors["publishers timed out"] = 1
-    return published, errors, time.monotonic() - started, answered
+    return published, errors, time.monotonic() - started, answered, behind
 
 
 def percentile(histogram: dict[int, int], q: float) -> float | None:
@@ -181,6 +196,7 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--publishers", type=int, help="publisher connections (default: rate, at most 1000)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds left after the last publish")
+    parser.add_argument("--server-pid", type=int, help="the server's process: report its CPU while publishing")
     args = parser.parse_args()
     raise_open_files(args.pollers + 256)
     names = [f"ch{i % args.channels}" for i in range(args.pollers)]
@@ -195,7 +211,9 @@ def main() -> int:
     print(f"pollers {connected} in {time.monotonic() - started:.1f} s", flush=True)
     time.sleep(1.0)  # let the last polls reach the server
     publishers = args.publishers or min(args.rate, 1000)
-    published, publish_errors, publish_seconds, answered = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
+    cpu_before = cpu_seconds(args.server_pid)
+    published, publish_errors, publish_seconds, answered, behind = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
+    cpu_after = cpu_seconds(args.server_pid)
     print(f"published {sum(published.values())} in {publish_seconds:.1f} s", flush=True)
     time.sleep(args.grace)
     stop_event.set()
@@ -228,6 +246,11 @@ def main() -> int:
         "achieved_rate": round(sum(published.values()) / publish_seconds, 1) if publish_seconds else None,
         "publish_p50_ms": percentile(answered, 0.50),
         "publish_p99_ms": percentile(answered, 0.99),
+        "behind_p50_ms": percentile(behind, 0.50),
+        "behind_p99_ms": percentile(behind, 0.99),
+        "behind_max_ms": percentile(behind, 1.0),
+        # the last 201 after the last POST's scheduled time: what the achieved rate lost at the end
+        "tail_ms": round((publish_seconds - (int(args.rate * args.seconds) - 1) / args.rate) * 1000, 1) if publish_seconds else None,
         "answers": sum(statuses.values()),
         "expected_deliveries": expected,
         **total,
@@ -237,6 +260,8 @@ def main() -> int:
         "max_ms": percentile(histogram, 1.0),
         "statuses": statuses,
         "errors": errors,
+        # the server's share of one core while publishing: near 1.0, the server is the limit
+        "server_cpu": round((cpu_after - cpu_before) / publish_seconds, 2) if cpu_before is not None and cpu_after is not None and publish_seconds else None,
     }
     print(json.dumps(result), flush=True)
     return 0 if not errors and result["missing"] == 0 and not total["duplicates"] and not total["gaps"] else 1

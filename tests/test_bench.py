@@ -89,6 +89,7 @@ def test_events_load_generator_against_the_source(source_service):
     assert result["published"] == 60 and result["expected_deliveries"] == result["delivered"] == 600
     assert result["missing"] == result["duplicates"] == result["gaps"] == 0
     assert result["answers"] >= 30 and result["publish_p50_ms"] is not None  # every poller was answered
+    assert result["behind_max_ms"] is not None and result["tail_ms"] is not None
 
 
 def test_load_generator_against_the_source(source_service):
@@ -138,6 +139,7 @@ def test_smoke_run(binary, tmp_path):
     assert events["delivered"] == events["expected_deliveries"] == 400
     assert events["missing"] == events["duplicates"] == events["gaps"] == 0 and events["errors"] == {}
     assert events["p50_ms"] is not None and events["peak_rss"] > 0
+    assert 0 < events["server_cpu"] <= 1.2  # one event loop: at most one core, give or take sampling
     if shutil.which("wrk"):
         assert report["throughput"]["binary"]["rps"]["median"] > 0
     else:
