@@ -122,12 +122,12 @@ def worker(port: int, channels: list[str], ready_queue, stop_event, result_queue
     result_queue.put(asyncio.run(run()))
 
 
-async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float, dict[int, int], dict[int, int]]:
+async def publisher(port: int, channels: int, rate: int, seconds: float, connections: int) -> tuple[dict[str, int], dict, float, float, dict[int, int], dict[int, int]]:
     """`connections` publishers, each on its own keep-alive connection, together `rate` events/s
     round-robin over the channels for `seconds`. Each publisher waits for its 201 before its next
     POST (as a real one would) and sends late rather than skipping when the server falls
-    behind: the achieved rate is reported. Returns events per channel, errors, seconds, the
-    histogram of the time from each POST to its answer, and the histogram of how late each
+    behind: the achieved rate is reported. Returns events per channel, errors, seconds to the
+    last answer, seconds to the last POST sent, the histogram of the time from each POST to its answer, and the histogram of how late each
     POST was sent against its schedule (a server that keeps up keeps that bounded; one that
     does not makes it grow with the run's length)."""
     published = {f"ch{c}": 0 for c in range(channels)}
@@ -137,8 +137,10 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
     total = int(rate * seconds)
     streams = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(connections)))
     started = time.monotonic()
+    last_sent = started
 
     async def one_publisher(k: int) -> None:
+        nonlocal last_sent
         reader, writer = streams[k]
         for n in range(k, total, connections):
             delay = started + n / rate - time.monotonic()
@@ -148,7 +150,7 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
             behind[late] = behind.get(late, 0) + 1
             channel = f"ch{n % channels}"
             body = json.dumps({"t": time.time(), "n": n}).encode()
-            sent = time.monotonic()
+            sent = last_sent = max(last_sent, time.monotonic())
             writer.write(
                 f"POST /events/{channel} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body
@@ -170,7 +172,7 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
         await asyncio.wait_for(asyncio.gather(*(one_publisher(k) for k in range(connections))), seconds * 10 + 60)
     except asyncio.TimeoutError:
         errors["publishers timed out"] = 1
-    return published, errors, time.monotonic() - started, answered, behind
+    return published, errors, time.monotonic() - started, last_sent - started, answered, behind
 
 
 def percentile(histogram: dict[int, int], q: float) -> float | None:
@@ -212,7 +214,7 @@ def main() -> int:
     time.sleep(1.0)  # let the last polls reach the server
     publishers = args.publishers or min(args.rate, 1000)
     cpu_before = cpu_seconds(args.server_pid)
-    published, publish_errors, publish_seconds, answered, behind = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
+    published, publish_errors, publish_seconds, send_seconds, answered, behind = asyncio.run(publisher(args.port, args.channels, args.rate, args.seconds, publishers))
     cpu_after = cpu_seconds(args.server_pid)
     print(f"published {sum(published.values())} in {publish_seconds:.1f} s", flush=True)
     time.sleep(args.grace)
@@ -243,7 +245,11 @@ def main() -> int:
         "publishers": publishers,
         "published": sum(published.values()),
         "publish_seconds": round(publish_seconds, 2),
-        "achieved_rate": round(sum(published.values()) / publish_seconds, 1) if publish_seconds else None,
+        # 201s per second, to the last one; both rates count one interval per event (n events
+        # sent on schedule take (n - 1) / rate seconds from first to last, plus one interval)
+        "achieved_rate": round(sum(published.values()) / (publish_seconds + 1 / args.rate), 1) if publish_seconds else None,
+        # POSTs sent per second, first to last: whether the offered load was kept up
+        "sent_rate": round(sum(behind.values()) / (send_seconds + 1 / args.rate), 1) if behind else None,
         "publish_p50_ms": percentile(answered, 0.50),
         "publish_p99_ms": percentile(answered, 0.99),
         "behind_p50_ms": percentile(behind, 0.50),

@@ -90,6 +90,7 @@ def test_events_load_generator_against_the_source(source_service):
     assert result["missing"] == result["duplicates"] == result["gaps"] == 0
     assert result["answers"] >= 30 and result["publish_p50_ms"] is not None  # every poller was answered
     assert result["behind_max_ms"] is not None and result["tail_ms"] is not None
+    assert 0 < result["sent_rate"] <= 60.1  # never above the rate asked for
 
 
 def test_load_generator_against_the_source(source_service):
