@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import gc
 
-# (young generation, middle, old): a young collection every 50,000 net allocations, a full one
-# after 20 middle ones. See README, Performance, for the thresholds tried.
+# gc.set_threshold's three numbers: a young collection every 50,000 net allocations, a middle one
+# after 20 young ones, a full one after 10 middle ones (every 10,000,000 net allocations, and
+# CPython also waits until the old generation has grown by a quarter). See README, Performance.
 THRESHOLDS = (50_000, 20, 10)
 
 
