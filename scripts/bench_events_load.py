@@ -127,9 +127,9 @@ async def publisher(port: int, channels: int, rate: int, seconds: float, connect
     round-robin over the channels for `seconds`. Each publisher waits for its 201 before its next
     POST (as a real one would) and sends late rather than skipping when the server falls
     behind: the achieved rate is reported. Returns events per channel, errors, seconds to the
-    last answer, seconds to the last POST sent, the histogram of the time from each POST to its answer, and the histogram of how late each
-    POST was sent against its schedule (a server that keeps up keeps that bounded; one that
-    does not makes it grow with the run's length)."""
+    last answer, seconds to the last POST sent, the histogram of the time from each POST to its
+    answer, and the histogram of how late each POST was sent against its schedule (a server
+    that keeps up keeps that bounded; one that does not makes it grow with the run's length)."""
     published = {f"ch{c}": 0 for c in range(channels)}
     errors: dict[str, int] = {}
     answered: dict[int, int] = {}  # POST to 201 latency, in the same buckets as deliveries
